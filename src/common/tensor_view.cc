@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "common/tensor_view.h"
 
 #include <cstring>
@@ -18,7 +19,7 @@ size_t DTypeSize(DType dtype) {
   return 0;
 }
 
-std::string_view DTypeName(DType dtype) {
+absl::string_view DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kFloat32:
       return "FLOAT32";

@@ -2,7 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 #include "entrowatch/v1/entrowatch.pb.h"
@@ -12,7 +12,7 @@ namespace entrowatch::common {
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 
 size_t DTypeSize(DType dtype);
-std::string_view DTypeName(DType dtype);
+absl::string_view DTypeName(DType dtype);
 // InvalidArgument for DTYPE_UNSPECIFIED and values outside the enum.
 absl::StatusOr<DType> DTypeFromProto(entrowatch::v1::DType dtype);
 

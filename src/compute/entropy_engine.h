@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
@@ -85,7 +85,7 @@ class EntropyEngine {
   virtual ~EntropyEngine() = default;
 
   // "cpu-reference", "cpu" or "cuda".
-  virtual std::string_view name() const = 0;
+  virtual absl::string_view name() const = 0;
 
   // Fills out[r] for every row. out.size() must equal rows. Rows with
   // NaN/+Inf or no finite value are flagged in RowEntropy::status, not

@@ -1,0 +1,81 @@
+#pragma once
+
+// The one typed configuration of entrowatchd, parsed and validated once.
+// Every key and its default is documented in config/entrowatch.yaml; a test
+// checks that file parses to exactly these defaults.
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "config/analysis_config.h"
+
+namespace entrowatch::config {
+
+struct GrpcConfig {
+  std::string listen = "127.0.0.1:50551";  // host:port; port 0 picks a free one
+  int64_t max_message_bytes = 64 << 20;
+};
+
+struct MetricsConfig {
+  std::string listen = "127.0.0.1:9551";  // host:port; port 0 picks a free one
+  // Upper bounds (nats) of entrowatch_token_entropy_nats; +Inf is implicit.
+  std::vector<double> entropy_buckets = {0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12};
+};
+
+struct IngestConfig {
+  int workers = 2;                          // compute + aggregation threads
+  int64_t queue_max_reports = 1024;         // queued, not yet processed
+  int64_t queue_max_bytes = 512ll << 20;    // payload bytes queued
+  int64_t max_rows_per_report = 65536;      // logits rows over all blocks
+  int64_t max_elements_per_report = 1ll << 30;  // logits + attention elements
+  // false: a logits row with NaN/+Inf rejects the report (INVALID_ARGUMENT);
+  // true: such rows are skipped and counted, the rest is accepted.
+  bool skip_nonfinite_rows = false;
+};
+
+struct ComputeConfig {
+  std::string backend = "auto";  // auto | cuda | cpu | cpu-reference
+  int threads = 0;               // CPU engine threads; 0 = one per core
+  int64_t cuda_pool_bytes = 256ll << 20;
+};
+
+struct AggregationConfig {
+  double step_timeout_seconds = 30;     // finalize an incomplete step after this
+  int history_steps = 512;              // finalized steps kept per run
+  double high_entropy_threshold = 0.8;  // normalized entropy counted as "high"
+};
+
+struct RunsConfig {
+  int max_runs = 256;                   // runs tracked at once; more are refused
+  double idle_expiry_seconds = 3600;    // forget runs idle this long (and their series)
+  int64_t dedup_window = 65536;         // recent seqs remembered per (run, rank)
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace | debug | info | warn | error
+  std::string format = "text";  // text | json
+};
+
+struct Config {
+  GrpcConfig grpc;
+  MetricsConfig metrics;
+  std::string state_dir;  // "" = in memory only
+  IngestConfig ingest;
+  ComputeConfig compute;
+  AggregationConfig aggregation;
+  RunsConfig runs;
+  LogConfig log;
+  AnalysisConfig analysis;
+};
+
+// Parses and validates YAML text. Errors name the key, the line and what was
+// expected. `source` names the text in messages (a file name).
+absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view source = "config");
+
+// Reads and parses a file.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+}  // namespace entrowatch::config
