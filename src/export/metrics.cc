@@ -1,0 +1,475 @@
+#include "export/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/version.h"
+#include "prometheus/text_serializer.h"
+
+namespace entrowatch::exporter {
+namespace {
+
+using entrowatch::v1::Anomaly;
+using entrowatch::v1::HealthState;
+using entrowatch::v1::Phase;
+using entrowatch::v1::StepSummary;
+
+// The metric catalog: every family entrowatchd exports, in one table.
+struct MetricSpec {
+  const char* name;
+  const char* help;
+};
+
+constexpr MetricSpec kCatalog[] = {
+    {"entrowatch_token_entropy_mean_nats", "Mean token entropy of the latest finalized step."},
+    {"entrowatch_token_entropy_p10_nats", "10th percentile token entropy of the latest step."},
+    {"entrowatch_token_entropy_p50_nats", "Median token entropy of the latest step."},
+    {"entrowatch_token_entropy_p90_nats", "90th percentile token entropy of the latest step."},
+    {"entrowatch_token_entropy_normalized_ratio",
+     "Mean token entropy divided by log(vocabulary), latest step."},
+    {"entrowatch_high_entropy_token_ratio",
+     "Fraction of tokens whose normalized entropy reaches the high-entropy threshold."},
+    {"entrowatch_token_entropy_nats", "Distribution of accepted token entropies."},
+    {"entrowatch_generated_token_entropy_mean_nats",
+     "Mean entropy of GENERATED tokens (rollouts), latest step that had any."},
+    {"entrowatch_attention_entropy_nats",
+     "Attention entropy of a layer, mean over heads and queries, latest step."},
+    {"entrowatch_attention_head_entropy_variance",
+     "Variance of per-head mean attention entropy within a layer, latest step."},
+    {"entrowatch_grad_norm", "Global gradient L2 norm, latest step."},
+    {"entrowatch_loss", "Training loss, latest step (mean over ranks)."},
+    {"entrowatch_learning_rate", "Learning rate, latest step."},
+    {"entrowatch_last_step", "Latest finalized step."},
+    {"entrowatch_last_report_timestamp_seconds", "Unix time of the run's latest report."},
+    {"entrowatch_run_finished", "1 once the run was marked finished."},
+    {"entrowatch_steps_finalized_total",
+     "Steps finalized; complete=false when finalized by timeout."},
+    {"entrowatch_health_state", "1 for the run's current health state."},
+    {"entrowatch_anomaly_active", "1 while an anomaly pattern is active for the run."},
+    {"entrowatch_anomalies_total", "Anomalies that became active."},
+    {"entrowatch_reports_total", "Reports by outcome."},
+    {"entrowatch_ingest_bytes_total", "Serialized bytes of reports received."},
+    {"entrowatch_queue_reports", "Reports accepted and not yet processed."},
+    {"entrowatch_queue_bytes", "Bytes of reports accepted and not yet processed."},
+    {"entrowatch_compute_seconds", "Time to compute entropies of one report block."},
+    {"entrowatch_compute_degraded",
+     "1 when the CUDA engine was wanted but the CPU engine is in use."},
+    {"entrowatch_rows_skipped_total", "Logits rows skipped (skip_nonfinite_rows)."},
+    {"entrowatch_runs", "Runs tracked."},
+    {"entrowatch_build_info", "Version and compute backend of this entrowatchd."},
+};
+
+const MetricSpec& Spec(absl::string_view name) {
+  for (const MetricSpec& spec : kCatalog) {
+    if (name == spec.name) {
+      return spec;
+    }
+  }
+  // A name missing from the catalog is a programming error found by any test.
+  std::abort();
+}
+
+template <typename Builder>
+auto& Register(Builder builder, absl::string_view name, prometheus::Registry& registry) {
+  const MetricSpec& spec = Spec(name);
+  return builder.Name(spec.name).Help(spec.help).Register(registry);
+}
+
+prometheus::Family<prometheus::Gauge>* GaugeFamily(absl::string_view name,
+                                                   prometheus::Registry& r) {
+  return &Register(prometheus::BuildGauge(), name, r);
+}
+
+prometheus::Family<prometheus::Counter>* CounterFamily(absl::string_view name,
+                                                       prometheus::Registry& r) {
+  return &Register(prometheus::BuildCounter(), name, r);
+}
+
+prometheus::Family<prometheus::Histogram>* HistogramFamily(absl::string_view name,
+                                                           prometheus::Registry& r) {
+  return &Register(prometheus::BuildHistogram(), name, r);
+}
+
+constexpr HealthState kStates[] = {entrowatch::v1::WARMUP,
+                                   entrowatch::v1::NORMAL,
+                                   entrowatch::v1::COMFORT_ZONE,
+                                   entrowatch::v1::PANIC_ZONE,
+                                   entrowatch::v1::STAGNATION,
+                                   entrowatch::v1::PATHOLOGICAL_CONFIDENCE};
+
+const prometheus::Histogram::BucketBoundaries kComputeBuckets = {
+    1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1, 3};
+
+}  // namespace
+
+std::string PhaseLabel(Phase phase) {
+  switch (phase) {
+    case entrowatch::v1::EVAL:
+      return "eval";
+    case entrowatch::v1::ROLLOUT:
+      return "rollout";
+    default:
+      return "train";
+  }
+}
+
+std::string ResultLabel(const entrowatch::v1::Ack& ack) {
+  if (ack.code() == 0) {
+    return ack.duplicate() ? "duplicate" : ack.late() ? "late" : "ok";
+  }
+  std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(ack.code()));
+  return absl::AsciiStrToLower(name);
+}
+
+// The series of one run. Per-phase and per-layer series are created on first use.
+struct Metrics::RunSeries {
+  struct PhaseSeries {
+    prometheus::Gauge* mean;
+    prometheus::Gauge* p10;
+    prometheus::Gauge* p50;
+    prometheus::Gauge* p90;
+    prometheus::Gauge* normalized;
+    prometheus::Gauge* high_ratio;
+    prometheus::Histogram* histogram;
+  };
+  struct LayerSeries {
+    prometheus::Gauge* entropy;
+    prometheus::Gauge* variance;
+  };
+  std::map<Phase, PhaseSeries> phases;
+  std::map<uint32_t, LayerSeries> layers;
+  prometheus::Gauge* generated_mean = nullptr;
+  prometheus::Gauge* grad_norm = nullptr;
+  prometheus::Gauge* loss = nullptr;
+  prometheus::Gauge* learning_rate = nullptr;
+  prometheus::Gauge* last_step = nullptr;
+  prometheus::Gauge* last_report = nullptr;
+  prometheus::Gauge* finished = nullptr;
+  prometheus::Counter* steps_complete = nullptr;
+  prometheus::Counter* steps_timed_out = nullptr;
+  std::map<HealthState, prometheus::Gauge*> states;
+  std::map<std::string, prometheus::Gauge*> anomaly_active;
+  std::map<std::string, prometheus::Counter*> anomalies_total;
+};
+
+Metrics::Metrics(const MetricsOptions& options)
+    : options_(options), registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::Registry& r = *registry_;
+  entropy_mean_ = GaugeFamily("entrowatch_token_entropy_mean_nats", r);
+  entropy_p10_ = GaugeFamily("entrowatch_token_entropy_p10_nats", r);
+  entropy_p50_ = GaugeFamily("entrowatch_token_entropy_p50_nats", r);
+  entropy_p90_ = GaugeFamily("entrowatch_token_entropy_p90_nats", r);
+  normalized_ = GaugeFamily("entrowatch_token_entropy_normalized_ratio", r);
+  high_ratio_ = GaugeFamily("entrowatch_high_entropy_token_ratio", r);
+  entropy_hist_ = HistogramFamily("entrowatch_token_entropy_nats", r);
+  generated_mean_ = GaugeFamily("entrowatch_generated_token_entropy_mean_nats", r);
+  attention_ = GaugeFamily("entrowatch_attention_entropy_nats", r);
+  head_variance_ = GaugeFamily("entrowatch_attention_head_entropy_variance", r);
+  grad_norm_ = GaugeFamily("entrowatch_grad_norm", r);
+  loss_ = GaugeFamily("entrowatch_loss", r);
+  learning_rate_ = GaugeFamily("entrowatch_learning_rate", r);
+  last_step_ = GaugeFamily("entrowatch_last_step", r);
+  last_report_ = GaugeFamily("entrowatch_last_report_timestamp_seconds", r);
+  finished_ = GaugeFamily("entrowatch_run_finished", r);
+  steps_total_ = CounterFamily("entrowatch_steps_finalized_total", r);
+  health_state_ = GaugeFamily("entrowatch_health_state", r);
+  anomaly_active_ = GaugeFamily("entrowatch_anomaly_active", r);
+  anomalies_total_ = CounterFamily("entrowatch_anomalies_total", r);
+  reports_total_ = CounterFamily("entrowatch_reports_total", r);
+  ingest_bytes_ = CounterFamily("entrowatch_ingest_bytes_total", r);
+  queue_reports_ = GaugeFamily("entrowatch_queue_reports", r);
+  queue_bytes_ = GaugeFamily("entrowatch_queue_bytes", r);
+  compute_seconds_ = HistogramFamily("entrowatch_compute_seconds", r);
+  compute_degraded_ = GaugeFamily("entrowatch_compute_degraded", r);
+  rows_skipped_ = CounterFamily("entrowatch_rows_skipped_total", r);
+  runs_ = GaugeFamily("entrowatch_runs", r);
+  build_info_ = GaugeFamily("entrowatch_build_info", r);
+
+  // Series that exist from the start, so rate() and alerts see zeros.
+  for (const char* result : {"ok", "duplicate", "late", "invalid_argument", "resource_exhausted",
+                             "failed_precondition", "internal"}) {
+    outcome_counters_[result] = &reports_total_->Add({{"result", result}});
+  }
+  ingest_bytes_->Add({});
+  queue_reports_->Add({});
+  queue_bytes_->Add({});
+  compute_degraded_->Add({});
+  runs_->Add({});
+  SetBackend(options.backend);
+}
+
+Metrics::~Metrics() = default;
+
+absl::Status Metrics::Serve(const std::string& listen) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  if (ports.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen));
+  }
+  port_ = ports.front();
+  return absl::OkStatus();
+}
+
+void Metrics::ReportOutcome(absl::string_view result) {
+  absl::MutexLock lock(&mu_);
+  auto it = outcome_counters_.find(std::string(result));
+  if (it == outcome_counters_.end()) {
+    it = outcome_counters_
+             .emplace(std::string(result), &reports_total_->Add({{"result", std::string(result)}}))
+             .first;
+  }
+  it->second->Increment();
+}
+
+void Metrics::IngestBytes(int64_t bytes) {
+  ingest_bytes_->Add({}).Increment(static_cast<double>(bytes));
+}
+
+void Metrics::QueueLevel(int64_t reports, int64_t bytes) {
+  queue_reports_->Add({}).Set(static_cast<double>(reports));
+  queue_bytes_->Add({}).Set(static_cast<double>(bytes));
+}
+
+void Metrics::RowsSkipped(absl::string_view reason, int64_t rows) {
+  absl::MutexLock lock(&mu_);
+  auto it = skipped_counters_.find(std::string(reason));
+  if (it == skipped_counters_.end()) {
+    it = skipped_counters_
+             .emplace(std::string(reason), &rows_skipped_->Add({{"reason", std::string(reason)}}))
+             .first;
+  }
+  it->second->Increment(static_cast<double>(rows));
+}
+
+void Metrics::ComputeSeconds(absl::string_view kind, double seconds) {
+  absl::MutexLock lock(&mu_);
+  auto it = compute_histograms_.find(std::string(kind));
+  if (it == compute_histograms_.end()) {
+    it = compute_histograms_
+             .emplace(std::string(kind),
+                      &compute_seconds_->Add({{"backend", backend_}, {"kind", std::string(kind)}},
+                                             kComputeBuckets))
+             .first;
+  }
+  it->second->Observe(seconds);
+}
+
+void Metrics::SetComputeDegraded(bool degraded) {
+  compute_degraded_->Add({}).Set(degraded ? 1 : 0);
+}
+
+void Metrics::SetBackend(const std::string& backend) {
+  absl::MutexLock lock(&mu_);
+  if (build_info_gauge_ != nullptr) {
+    build_info_->Remove(build_info_gauge_);
+  }
+  backend_ = backend;
+  build_info_gauge_ = &build_info_->Add({{"version", kVersion}, {"backend", backend}});
+  build_info_gauge_->Set(1);
+  // Compute timings are labelled with the backend that produced them.
+  for (auto& [kind, histogram] : compute_histograms_) {
+    compute_seconds_->Remove(histogram);
+  }
+  compute_histograms_.clear();
+}
+
+void Metrics::SetRuns(int64_t runs) { runs_->Add({}).Set(static_cast<double>(runs)); }
+
+Metrics::RunSeries& Metrics::Series(const std::string& run) {
+  auto& slot = runs_by_id_[run];
+  if (!slot) {
+    slot = std::make_unique<RunSeries>();
+    RunSeries& s = *slot;
+    const prometheus::Labels labels = {{"run", run}};
+    s.grad_norm = &grad_norm_->Add(labels);
+    s.loss = &loss_->Add(labels);
+    s.learning_rate = &learning_rate_->Add(labels);
+    s.last_step = &last_step_->Add(labels);
+    s.last_report = &last_report_->Add(labels);
+    s.finished = &finished_->Add(labels);
+    s.steps_complete = &steps_total_->Add({{"run", run}, {"complete", "true"}});
+    s.steps_timed_out = &steps_total_->Add({{"run", run}, {"complete", "false"}});
+    for (HealthState state : kStates) {
+      s.states[state] =
+          &health_state_->Add({{"run", run}, {"state", entrowatch::v1::HealthState_Name(state)}});
+    }
+  }
+  return *slot;
+}
+
+void Metrics::TokenEntropies(const std::string& run, Phase phase,
+                             const std::vector<float>& entropies) {
+  if (entropies.empty()) {
+    return;
+  }
+  const auto& bounds = options_.entropy_buckets;
+  std::vector<double> increments(bounds.size() + 1, 0.0);
+  double sum = 0;
+  for (float h : entropies) {
+    const size_t bucket =
+        std::lower_bound(bounds.begin(), bounds.end(), static_cast<double>(h)) - bounds.begin();
+    increments[bucket] += 1;
+    sum += h;
+  }
+  absl::MutexLock lock(&mu_);
+  RunSeries& s = Series(run);
+  auto it = s.phases.find(phase);
+  if (it == s.phases.end()) {
+    const prometheus::Labels labels = {{"run", run}, {"phase", PhaseLabel(phase)}};
+    RunSeries::PhaseSeries p;
+    p.mean = &entropy_mean_->Add(labels);
+    p.p10 = &entropy_p10_->Add(labels);
+    p.p50 = &entropy_p50_->Add(labels);
+    p.p90 = &entropy_p90_->Add(labels);
+    p.normalized = &normalized_->Add(labels);
+    p.high_ratio = &high_ratio_->Add(labels);
+    p.histogram = &entropy_hist_->Add(labels, bounds);
+    it = s.phases.emplace(phase, p).first;
+  }
+  it->second.histogram->ObserveMultiple(increments, sum);
+}
+
+void Metrics::StepFinalized(const std::string& run, const StepSummary& step) {
+  absl::MutexLock lock(&mu_);
+  RunSeries& s = Series(run);
+  s.last_step->Set(static_cast<double>(step.step()));
+  (step.complete() ? s.steps_complete : s.steps_timed_out)->Increment();
+  if (step.token_count() > 0) {
+    auto it = s.phases.find(step.phase());
+    if (it != s.phases.end()) {
+      it->second.mean->Set(step.entropy_mean());
+      it->second.p10->Set(step.entropy_p10());
+      it->second.p50->Set(step.entropy_p50());
+      it->second.p90->Set(step.entropy_p90());
+      it->second.normalized->Set(step.normalized_entropy_mean());
+      it->second.high_ratio->Set(step.high_entropy_ratio());
+    }
+  }
+  if (step.generated_token_count() > 0) {
+    if (s.generated_mean == nullptr) {
+      s.generated_mean = &generated_mean_->Add({{"run", run}});
+    }
+    s.generated_mean->Set(step.generated_entropy_mean());
+  }
+  if (step.has_grad_norm()) {
+    s.grad_norm->Set(step.grad_norm());
+  }
+  if (step.has_loss()) {
+    s.loss->Set(step.loss());
+  }
+  if (step.learning_rate() > 0) {
+    s.learning_rate->Set(step.learning_rate());
+  }
+  for (const auto& layer : step.layers()) {
+    auto it = s.layers.find(layer.layer());
+    if (it == s.layers.end()) {
+      if (static_cast<int>(s.layers.size()) >= options_.max_layers_per_run) {
+        continue;
+      }
+      const prometheus::Labels labels = {{"run", run}, {"layer", std::to_string(layer.layer())}};
+      it = s.layers.emplace(layer.layer(), RunSeries::LayerSeries{&attention_->Add(labels),
+                                                                 &head_variance_->Add(labels)})
+               .first;
+    }
+    it->second.entropy->Set(layer.mean_entropy());
+    it->second.variance->Set(layer.head_variance());
+  }
+}
+
+void Metrics::ReportSeen(const std::string& run, double unix_seconds) {
+  absl::MutexLock lock(&mu_);
+  Series(run).last_report->Set(unix_seconds);
+}
+
+void Metrics::Health(const std::string& run, HealthState state, const std::vector<Anomaly>& active,
+                     const std::vector<Anomaly>& newly_fired) {
+  absl::MutexLock lock(&mu_);
+  RunSeries& s = Series(run);
+  for (auto& [st, gauge] : s.states) {
+    gauge->Set(st == state ? 1 : 0);
+  }
+  for (auto& [pattern, gauge] : s.anomaly_active) {
+    gauge->Set(0);
+  }
+  for (const Anomaly& a : active) {
+    const std::string pattern = entrowatch::v1::Pattern_Name(a.pattern());
+    auto it = s.anomaly_active.find(pattern);
+    if (it == s.anomaly_active.end()) {
+      it = s.anomaly_active
+               .emplace(pattern, &anomaly_active_->Add({{"run", run}, {"pattern", pattern}}))
+               .first;
+    }
+    it->second->Set(1);
+  }
+  for (const Anomaly& a : newly_fired) {
+    const std::string pattern = entrowatch::v1::Pattern_Name(a.pattern());
+    auto it = s.anomalies_total.find(pattern);
+    if (it == s.anomalies_total.end()) {
+      it = s.anomalies_total
+               .emplace(pattern, &anomalies_total_->Add({{"run", run}, {"pattern", pattern}}))
+               .first;
+    }
+    it->second->Increment();
+  }
+}
+
+void Metrics::RunFinished(const std::string& run) {
+  absl::MutexLock lock(&mu_);
+  Series(run).finished->Set(1);
+}
+
+void Metrics::ForgetRun(const std::string& run) {
+  absl::MutexLock lock(&mu_);
+  auto node = runs_by_id_.extract(run);
+  if (node.empty()) {
+    return;
+  }
+  RunSeries& s = *node.mapped();
+  for (auto& [phase, p] : s.phases) {
+    entropy_mean_->Remove(p.mean);
+    entropy_p10_->Remove(p.p10);
+    entropy_p50_->Remove(p.p50);
+    entropy_p90_->Remove(p.p90);
+    normalized_->Remove(p.normalized);
+    high_ratio_->Remove(p.high_ratio);
+    entropy_hist_->Remove(p.histogram);
+  }
+  for (auto& [layer, l] : s.layers) {
+    attention_->Remove(l.entropy);
+    head_variance_->Remove(l.variance);
+  }
+  if (s.generated_mean != nullptr) {
+    generated_mean_->Remove(s.generated_mean);
+  }
+  grad_norm_->Remove(s.grad_norm);
+  loss_->Remove(s.loss);
+  learning_rate_->Remove(s.learning_rate);
+  last_step_->Remove(s.last_step);
+  last_report_->Remove(s.last_report);
+  finished_->Remove(s.finished);
+  steps_total_->Remove(s.steps_complete);
+  steps_total_->Remove(s.steps_timed_out);
+  for (auto& [st, g] : s.states) {
+    health_state_->Remove(g);
+  }
+  for (auto& [p, g] : s.anomaly_active) {
+    anomaly_active_->Remove(g);
+  }
+  for (auto& [p, c] : s.anomalies_total) {
+    anomalies_total_->Remove(c);
+  }
+}
+
+std::string Metrics::Scrape() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace entrowatch::exporter

@@ -1,0 +1,238 @@
+#include "ingest/monitor_service.h"
+
+#include <deque>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+
+namespace entrowatch::ingest {
+namespace {
+
+using entrowatch::v1::Ack;
+using entrowatch::v1::Report;
+
+absl::Status QueueFull(const WorkQueue& queue) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("ingest queue full (", queue.reports(), " reports, ", queue.bytes(),
+                   " bytes queued): retry with backoff"));
+}
+
+absl::Status ShuttingDown() { return absl::UnavailableError("entrowatchd is shutting down"); }
+
+// One bidirectional stream. Reads one report at a time; while the work queue
+// is full it stops reading (flow control reaches the client through HTTP/2).
+// Acks are written one at a time, in the order reports finish. Deletes itself
+// in OnDone, which gRPC calls after Finish and after every callback.
+class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
+ public:
+  explicit StreamReactor(MonitorService* service) : service_(service) { StartRead(&request_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      mu_.Lock();
+      reads_done_ = true;
+      return UnlockAndMaybeFinish();
+    }
+    auto report = std::make_unique<Report>();
+    report->Swap(&request_);
+    service_->observer()->OnReceived(static_cast<int64_t>(report->ByteSizeLong()));
+    absl::Status status = service_->Admit(*report);
+    if (!status.ok()) {
+      Send(RejectionAck(*report, status), /*finished_work=*/false);
+      StartRead(&request_);
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      ++inflight_;
+    }
+    parked_.bytes = ReportBytes(*report);
+    parked_.report = report.get();
+    parked_.owned = std::move(report);
+    parked_.done = [this](Ack ack) { Send(std::move(ack), /*finished_work=*/true); };
+    shard_ = service_->queue()->ShardOf(parked_.report->run_id(), parked_.report->rank());
+    PushParked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    mu_.Lock();
+    writing_ = false;
+    if (!ok) {
+      // The client is gone: nothing more can be written.
+      write_failed_ = true;
+      outbox_.clear();
+    } else {
+      outbox_.pop_front();
+    }
+    StartNextWrite();
+    UnlockAndMaybeFinish();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Pushes the parked report, or waits for space without reading further.
+  void PushParked() {
+    WorkQueue* queue = service_->queue();
+    if (queue->TryPush(shard_, &parked_)) {
+      StartRead(&request_);
+      return;
+    }
+    if (queue->closed()) {
+      const Report& report = *parked_.report;
+      Ack ack = RejectionAck(report, ShuttingDown());
+      parked_ = WorkItem();
+      {
+        absl::MutexLock lock(&mu_);
+        reads_done_ = true;
+      }
+      Send(std::move(ack), /*finished_work=*/true);
+      return;
+    }
+    queue->NotifyWhenSpace([this] { PushParked(); });
+  }
+
+  void Send(Ack ack, bool finished_work) {
+    service_->observer()->OnOutcome(ack);
+    mu_.Lock();
+    if (finished_work) {
+      --inflight_;
+    }
+    if (!write_failed_) {
+      outbox_.push_back(std::move(ack));
+      StartNextWrite();
+    }
+    UnlockAndMaybeFinish();
+  }
+
+  void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!writing_ && !outbox_.empty()) {
+      writing_ = true;
+      StartWrite(&outbox_.front());
+    }
+  }
+
+  // Finish may lead to OnDone (and `delete this`) on another thread at once,
+  // so it is called after the lock is released and nothing is touched after.
+  void UnlockAndMaybeFinish() ABSL_UNLOCK_FUNCTION(mu_) {
+    const bool finish =
+        reads_done_ && inflight_ == 0 && !writing_ && outbox_.empty() && !finished_;
+    if (finish) {
+      finished_ = true;
+    }
+    mu_.Unlock();
+    if (finish) {
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  MonitorService* const service_;
+  Report request_;
+  WorkItem parked_;  // touched only by the reading side (one read at a time)
+  int shard_ = 0;
+  absl::Mutex mu_;
+  std::deque<Ack> outbox_ ABSL_GUARDED_BY(mu_);
+  int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+Ack RejectionAck(const Report& report, const absl::Status& status) {
+  Ack ack;
+  ack.set_seq(report.seq());
+  ack.set_step(report.step());
+  ack.set_code(static_cast<int32_t>(status.code()));
+  ack.set_message(std::string(status.message()));
+  return ack;
+}
+
+MonitorService::MonitorService(const ValidationLimits& limits, WorkQueue* queue,
+                               RunDirectory* runs, IngestObserver* observer)
+    : limits_(limits), queue_(queue), runs_(runs), observer_(observer) {}
+
+void MonitorService::set_limits(const ValidationLimits& limits) {
+  absl::MutexLock lock(&mu_);
+  limits_ = limits;
+}
+
+absl::Status MonitorService::Admit(const Report& report) {
+  ValidationLimits limits;
+  {
+    absl::MutexLock lock(&mu_);
+    limits = limits_;
+  }
+  return ValidateReport(report, limits);
+}
+
+grpc::ServerBidiReactor<Report, Ack>* MonitorService::Stream(grpc::CallbackServerContext*) {
+  return new StreamReactor(this);
+}
+
+grpc::ServerUnaryReactor* MonitorService::Submit(grpc::CallbackServerContext* context,
+                                                 const Report* request, Ack* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  observer_->OnReceived(static_cast<int64_t>(request->ByteSizeLong()));
+  absl::Status status = Admit(*request);
+  WorkItem item;
+  if (status.ok()) {
+    item.report = request;
+    item.bytes = ReportBytes(*request);
+    item.done = [this, reactor, response](Ack ack) {
+      observer_->OnOutcome(ack);
+      if (ack.code() != 0) {
+        reactor->Finish(grpc::Status(static_cast<grpc::StatusCode>(ack.code()), ack.message()));
+        return;
+      }
+      *response = std::move(ack);
+      reactor->Finish(grpc::Status::OK);
+    };
+    if (queue_->TryPush(queue_->ShardOf(request->run_id(), request->rank()), &item)) {
+      return reactor;
+    }
+    status = queue_->closed() ? ShuttingDown() : QueueFull(*queue_);
+  }
+  observer_->OnOutcome(RejectionAck(*request, status));
+  reactor->Finish(common::ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonitorService::GetRun(grpc::CallbackServerContext* context,
+                                                 const entrowatch::v1::GetRunRequest* request,
+                                                 entrowatch::v1::RunStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto run = runs_->GetRun(*request);
+  if (run.ok()) {
+    *response = std::move(*run);
+  }
+  reactor->Finish(common::ToGrpcStatus(run.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonitorService::ListRuns(grpc::CallbackServerContext* context,
+                                                   const entrowatch::v1::ListRunsRequest*,
+                                                   entrowatch::v1::ListRunsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  *response = runs_->ListRuns();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonitorService::EndRun(grpc::CallbackServerContext* context,
+                                                 const entrowatch::v1::EndRunRequest* request,
+                                                 entrowatch::v1::EndRunResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto run = runs_->EndRun(request->run_id());
+  if (run.ok()) {
+    *response->mutable_run() = std::move(*run);
+  }
+  reactor->Finish(common::ToGrpcStatus(run.status()));
+  return reactor;
+}
+
+}  // namespace entrowatch::ingest

@@ -1,0 +1,80 @@
+#pragma once
+
+// The gRPC Monitor service (callback API). Handlers are thin: validate,
+// enqueue, and answer once a worker has processed the report. No compute on
+// gRPC threads.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "entrowatch/v1/entrowatch.grpc.pb.h"
+#include "ingest/validate.h"
+#include "ingest/work_queue.h"
+
+namespace entrowatch::ingest {
+
+// What the service needs from the rest of the daemon. Implementations are
+// thread-safe; calls come from gRPC threads.
+class RunDirectory {
+ public:
+  virtual ~RunDirectory() = default;
+  virtual absl::StatusOr<entrowatch::v1::RunStatus> GetRun(
+      const entrowatch::v1::GetRunRequest& request) = 0;
+  virtual entrowatch::v1::ListRunsResponse ListRuns() = 0;
+  virtual absl::StatusOr<entrowatch::v1::RunStatus> EndRun(const std::string& run_id) = 0;
+};
+
+// Counts every outcome. Thread-safe.
+class IngestObserver {
+ public:
+  virtual ~IngestObserver() = default;
+  // A report arrived (before validation).
+  virtual void OnReceived(int64_t bytes) = 0;
+  // Its final outcome, as sent (Ack.code, duplicate, late).
+  virtual void OnOutcome(const entrowatch::v1::Ack& ack) = 0;
+};
+
+class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
+ public:
+  // All pointers must outlive the service.
+  MonitorService(const ValidationLimits& limits, WorkQueue* queue, RunDirectory* runs,
+                 IngestObserver* observer);
+  MonitorService(const MonitorService&) = delete;
+  MonitorService& operator=(const MonitorService&) = delete;
+
+  grpc::ServerBidiReactor<entrowatch::v1::Report, entrowatch::v1::Ack>* Stream(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context,
+                                   const entrowatch::v1::Report* request,
+                                   entrowatch::v1::Ack* response) override;
+  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context,
+                                   const entrowatch::v1::GetRunRequest* request,
+                                   entrowatch::v1::RunStatus* response) override;
+  grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
+                                     const entrowatch::v1::ListRunsRequest* request,
+                                     entrowatch::v1::ListRunsResponse* response) override;
+  grpc::ServerUnaryReactor* EndRun(grpc::CallbackServerContext* context,
+                                   const entrowatch::v1::EndRunRequest* request,
+                                   entrowatch::v1::EndRunResponse* response) override;
+
+  void set_limits(const ValidationLimits& limits);
+
+  // Validation shared by both ingest paths (limits may change on reload).
+  absl::Status Admit(const entrowatch::v1::Report& report);
+  WorkQueue* queue() { return queue_; }
+  IngestObserver* observer() { return observer_; }
+
+ private:
+  absl::Mutex mu_;
+  ValidationLimits limits_ ABSL_GUARDED_BY(mu_);
+  WorkQueue* const queue_;
+  RunDirectory* const runs_;
+  IngestObserver* const observer_;
+};
+
+// An Ack for a report refused before processing.
+entrowatch::v1::Ack RejectionAck(const entrowatch::v1::Report& report, const absl::Status& status);
+
+}  // namespace entrowatch::ingest
