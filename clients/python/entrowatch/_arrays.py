@@ -1,0 +1,145 @@
+"""Argument checks in the caller's thread, encoding in the sender's thread.
+
+Checks look only at shapes and dtypes, never at values, so they cost no device
+synchronization. Row sampling happens on the tensor's own device; the copy to
+host memory and the wire encoding happen later, in the sender thread.
+"""
+
+import random
+import sys
+
+import numpy as np
+
+from entrowatch.v1 import entrowatch_pb2 as pb
+
+_NUMPY_DTYPES = {np.dtype("float16"): pb.FLOAT16, np.dtype("float32"): pb.FLOAT32}
+
+
+def torch_module():
+    """torch if the program imported it; a torch tensor cannot exist otherwise."""
+    return sys.modules.get("torch")
+
+
+def is_torch(x):
+    torch = torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def as_array(x, name):
+    """A detached torch tensor or a numpy array view of x (no copy)."""
+    if is_torch(x):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (list, tuple)) or hasattr(x, "__array__"):
+        return np.asarray(x)
+    raise TypeError(f"{name} must be a torch tensor or a numpy array, got {type(x).__name__}")
+
+
+def check_float(x, name):
+    if is_torch(x):
+        torch = torch_module()
+        ok = x.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    else:
+        ok = x.dtype.kind == "f" and x.dtype.itemsize in (2, 4, 8)
+    if not ok:
+        raise TypeError(f"{name} must be floating point (float32, float16, bfloat16 or float64), "
+                        f"got {x.dtype}")
+
+
+def check_int(x, name):
+    if is_torch(x):
+        ok = not x.dtype.is_floating_point and not x.dtype.is_complex and x.dtype != torch_module().bool
+    else:
+        ok = x.dtype.kind in "iu"
+    if not ok:
+        raise TypeError(f"{name} must hold integers, got {x.dtype}")
+
+
+def numel(x):
+    return x.numel() if is_torch(x) else x.size
+
+
+def nbytes(x):
+    return x.numel() * x.element_size() if is_torch(x) else x.nbytes
+
+
+def flatten_leading(x, trailing):
+    """Reshapes to [-1, *x.shape[-trailing:]]; a view when the layout allows."""
+    tail = tuple(x.shape[len(x.shape) - trailing:]) if trailing else ()
+    return x.reshape((-1,) + tail)
+
+
+def sample_indices(n, k):
+    """Sorted distinct row indices, k of n (all rows when k is None or >= n)."""
+    if k is None or k >= n:
+        return None
+    return sorted(random.sample(range(n), k))
+
+
+def take_rows(x, indices):
+    """Rows of x on its own device; always a copy, so the caller may reuse x."""
+    if indices is None:
+        return x.clone() if is_torch(x) else np.array(x, copy=True)
+    if is_torch(x):
+        torch = torch_module()
+        return x.index_select(0, torch.as_tensor(indices, device=x.device))
+    return x[indices]
+
+
+def copy_of(x):
+    return x.clone() if is_torch(x) else np.array(x, copy=True)
+
+
+def scalar_value(x, name):
+    """A float, or a 0-d/1-element tensor kept lazily (read in the sender)."""
+    if is_torch(x):
+        if x.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(x.shape)}")
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        if x.size != 1:
+            raise ValueError(f"{name} must be a scalar, got an array of shape {x.shape}")
+        return float(x.reshape(()))
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or a scalar tensor, got {type(x).__name__}") from None
+
+
+def resolve_scalar(x):
+    return float(x.item()) if is_torch(x) else float(x)
+
+
+def to_host(x):
+    """(numpy array in a wire dtype, wire DType); bfloat16 stays as raw uint16 bits."""
+    if is_torch(x):
+        torch = torch_module()
+        x = x.detach().to("cpu")
+        if x.dtype == torch.bfloat16:
+            return x.contiguous().view(torch.int16).numpy().view(np.uint16), pb.BFLOAT16
+        if x.dtype == torch.float64:
+            x = x.float()
+        x = x.numpy()
+    if x.dtype == np.float64:
+        x = x.astype(np.float32)
+    x = x.astype(x.dtype.newbyteorder("<"), copy=False)
+    return x, _NUMPY_DTYPES[np.dtype(x.dtype.name)]
+
+
+def to_host_ints(x):
+    if is_torch(x):
+        x = x.detach().to("cpu").numpy()
+    return np.asarray(x, dtype=np.int64)
+
+
+def as_float32(host, dtype):
+    """float32 values of an array returned by to_host (for finiteness checks)."""
+    if dtype == pb.BFLOAT16:
+        return (host.astype(np.uint32) << 16).view(np.float32)
+    return host.astype(np.float32, copy=False)
+
+
+def tensor_proto(host, dtype):
+    host = np.ascontiguousarray(host)
+    return pb.Tensor(dtype=dtype, shape=list(host.shape), data=host.tobytes())

@@ -1,0 +1,173 @@
+"""One step's worth of log_* calls, and its encoding as a wire Report."""
+
+import numpy as np
+
+from entrowatch import _arrays
+from entrowatch.v1 import entrowatch_pb2 as pb
+
+
+class LogitsItem:
+    __slots__ = ("rows", "valid_vocab", "temperature", "targets", "kinds")
+
+    def __init__(self, rows, valid_vocab, temperature, targets, kinds):
+        self.rows = rows
+        self.valid_vocab = valid_vocab
+        self.temperature = temperature
+        self.targets = targets
+        self.kinds = kinds
+
+
+class AttentionItem:
+    __slots__ = ("layer", "q", "k", "causal", "scale", "kinds")
+
+    def __init__(self, layer, q, k, causal, scale, kinds):
+        self.layer = layer
+        self.q = q
+        self.k = k
+        self.causal = causal
+        self.scale = scale
+        self.kinds = kinds
+
+
+class StepReport:
+    """Everything one rank logged for one step. Filled by the caller's thread
+    until handed over, then owned by the sender thread."""
+
+    def __init__(self, step, time_ns):
+        self.step = step
+        self.time_ns = time_ns
+        self.seq = 0
+        self.nbytes = 0
+        self.logits = []
+        self.attention = []
+        self.token_entropies = []  # (values, vocab_size, kinds)
+        self.attention_entropies = []  # (layer, values)
+        self.grad_norm = None
+        self.layer_names = None
+        self.layer_norms = None
+        self.loss = None
+        self.learning_rate = None
+
+    def add(self, item_bytes):
+        self.nbytes += item_bytes
+
+
+class Dropped:
+    """Counts of what the encoder left out (written by the sender thread only)."""
+
+    def __init__(self):
+        self.rows_nonfinite = 0
+        self.rows_ignored_target = 0
+        self.values_nonfinite = 0
+        self.blocks_nonfinite = 0
+        self.scalars_nonfinite = 0
+
+
+def _finite(value):
+    return value is not None and np.isfinite(value)
+
+
+def _kinds_list(kinds, keep=None):
+    if kinds is None:
+        return []
+    host = _arrays.to_host_ints(kinds)
+    if keep is not None:
+        host = host[keep]
+    return host.tolist()
+
+
+def _encode_logits(item, drop_nonfinite, dropped):
+    host, dtype = _arrays.to_host(item.rows)
+    keep = np.ones(host.shape[0], dtype=bool)
+    if drop_nonfinite:
+        values = _arrays.as_float32(host, dtype)[:, :item.valid_vocab]
+        bad = np.isnan(values).any(axis=1) | np.isposinf(values).any(axis=1)
+        # A row that is -inf everywhere has no probability mass to take an entropy of.
+        bad |= ~(values > -np.inf).any(axis=1)
+        dropped.rows_nonfinite += int(bad.sum())
+        keep &= ~bad
+    targets = None
+    if item.targets is not None:
+        targets = _arrays.to_host_ints(item.targets)
+        # Negative targets are PyTorch's ignore_index: padding, not tokens.
+        ignored = (targets < 0) | (targets >= item.valid_vocab)
+        dropped.rows_ignored_target += int((ignored & keep).sum())
+        keep &= ~ignored
+    if not keep.any():
+        return None
+    if not keep.all():
+        host = host[keep]
+        if targets is not None:
+            targets = targets[keep]
+    block = pb.LogitsBlock(logits=_arrays.tensor_proto(host, dtype), valid_vocab=item.valid_vocab,
+                           temperature=item.temperature,
+                           token_kinds=_kinds_list(item.kinds, None if keep.all() else keep))
+    if targets is not None:
+        block.target_ids.extend(targets.tolist())
+    return block
+
+
+def _encode_attention(item, drop_nonfinite, dropped):
+    q, q_dtype = _arrays.to_host(item.q)
+    k, k_dtype = _arrays.to_host(item.k)
+    if drop_nonfinite and not (np.isfinite(_arrays.as_float32(q, q_dtype)).all()
+                               and np.isfinite(_arrays.as_float32(k, k_dtype)).all()):
+        dropped.blocks_nonfinite += 1
+        return None
+    return pb.AttentionBlock(layer=item.layer, q=_arrays.tensor_proto(q, q_dtype),
+                             k=_arrays.tensor_proto(k, k_dtype), causal=item.causal,
+                             scale=item.scale or 0.0, query_kinds=_kinds_list(item.kinds))
+
+
+def _host_floats(x):
+    host, dtype = _arrays.to_host(x)
+    return _arrays.as_float32(host, dtype).reshape(-1)
+
+
+def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
+    """The wire Report for a StepReport. Reads device tensors (host copies)."""
+    out = pb.Report(run_id=run_id, rank=rank, world_size=world_size, step=report.step,
+                    seq=report.seq, phase=phase)
+    out.time.FromNanoseconds(report.time_ns)
+    for item in report.logits:
+        block = _encode_logits(item, drop_nonfinite, dropped)
+        if block is not None:
+            out.logits.append(block)
+    for item in report.attention:
+        block = _encode_attention(item, drop_nonfinite, dropped)
+        if block is not None:
+            out.attention.append(block)
+    for values, vocab_size, kinds in report.token_entropies:
+        host = _host_floats(values)
+        keep = np.isfinite(host) if drop_nonfinite else np.ones(host.shape, dtype=bool)
+        dropped.values_nonfinite += int((~keep).sum())
+        if keep.any():
+            out.token_entropies.append(
+                pb.TokenEntropies(values=host[keep].tolist(), vocab_size=vocab_size or 0,
+                                  token_kinds=_kinds_list(kinds, None if keep.all() else keep)))
+    for layer, values in report.attention_entropies:
+        host = _host_floats(values)
+        if drop_nonfinite and not np.isfinite(host).all():
+            dropped.blocks_nonfinite += 1
+            continue
+        out.attention_entropies.append(pb.AttentionEntropies(layer=layer, head_entropy=host.tolist()))
+    if report.grad_norm is not None:
+        norm = _arrays.resolve_scalar(report.grad_norm)
+        if _finite(norm) or not drop_nonfinite:
+            out.grad.global_norm = norm
+            if report.layer_norms is not None:
+                norms = _host_floats(report.layer_norms).astype(np.float64)
+                for name, value in zip(report.layer_names, norms.tolist()):
+                    if _finite(value) or not drop_nonfinite:
+                        out.grad.layer_norms[name] = value
+        else:
+            dropped.scalars_nonfinite += 1
+    for field, value in (("loss", report.loss), ("learning_rate", report.learning_rate)):
+        if value is None:
+            continue
+        value = _arrays.resolve_scalar(value)
+        if _finite(value) or not drop_nonfinite:
+            setattr(out.scalars, field, value)
+        else:
+            dropped.scalars_nonfinite += 1
+    return out

@@ -1,0 +1,473 @@
+"""Monitor: the per-rank handle a training loop logs through."""
+
+import atexit
+import dataclasses
+import os
+import threading
+import time
+import weakref
+from typing import Callable, Optional, Tuple
+
+from entrowatch import _arrays
+from entrowatch import _report
+from entrowatch import _sender
+from entrowatch.v1 import entrowatch_pb2 as pb
+
+DEFAULT_ADDRESS = "127.0.0.1:50551"
+
+PROMPT = pb.PROMPT
+GENERATED = pb.GENERATED
+
+_PHASES = {"train": pb.TRAIN, "eval": pb.EVAL, "rollout": pb.ROLLOUT}
+
+
+@dataclasses.dataclass(frozen=True)
+class Anomaly:
+    """An active anomaly pattern, as the daemon reported it."""
+    pattern: str  # e.g. "ENTROPY_COLLAPSE"
+    severity: str  # "INFO", "WARNING" or "CRITICAL"
+    since_step: int
+    subject: str  # e.g. "token", "layer 3"
+    reason: str
+    recommended_action: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The run's health as of the latest acknowledgement."""
+    state: str  # WARMUP NORMAL COMFORT_ZONE PANIC_ZONE STAGNATION PATHOLOGICAL_CONFIDENCE
+    step: int  # the finalized step the verdict is about
+    since_step: int
+    reason: str
+    recommended_action: str
+    anomalies: Tuple[Anomaly, ...]
+    summary: Optional[pb.StepSummary]  # statistics of that step, pooled over ranks
+
+
+def _verdict_from_ack(ack):
+    anomalies = tuple(
+        Anomaly(pattern=pb.Pattern.Name(a.pattern), severity=pb.Severity.Name(a.severity),
+                since_step=a.since_step, subject=a.subject, reason=a.reason,
+                recommended_action=a.recommended_action) for a in ack.anomalies)
+    v = ack.verdict
+    return Verdict(state=pb.HealthState.Name(v.state), step=v.step, since_step=v.since_step,
+                   reason=v.reason,
+                   recommended_action=v.recommended_action or ack.recommended_action,
+                   anomalies=anomalies,
+                   summary=ack.latest_step if ack.HasField("latest_step") else None)
+
+
+def _env_int(*names):
+    for name in names:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return None
+
+
+def _detect_rank_world():
+    torch = _arrays.torch_module()
+    if torch is not None:
+        dist = getattr(torch, "distributed", None)
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    rank = _env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID")
+    world = _env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
+    return rank or 0, world or 1
+
+
+def _check_step(step):
+    if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
+        raise TypeError(f"step must be an int, got {type(step).__name__}")
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return step
+
+
+def _check_layer(layer):
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"layer must be an int >= 0, got {layer!r}")
+    return layer
+
+
+def _per_row(x, name, lead_shape, n_rows):
+    """Validates targets / token_kinds given per row of logits; returns [n_rows]."""
+    if x is None:
+        return None
+    x = _arrays.as_array(x, name)
+    _arrays.check_int(x, name)
+    if tuple(x.shape) != tuple(lead_shape) and _arrays.numel(x) != n_rows:
+        raise ValueError(f"{name} must have one entry per row of logits, shape {tuple(lead_shape)}; "
+                         f"got shape {tuple(x.shape)}")
+    return x.reshape(-1)
+
+
+class Monitor:
+    """Streams one rank's training signals to entrowatchd.
+
+    Every log_* call of one step is collected into one Report for this
+    (rank, step); the Report is handed to a background sender when a log_*
+    call names a later step, or on flush() / close(). Handing over never
+    blocks: when the bounded queue is full the report is dropped and counted
+    (stats.dropped_queue_full) with a rate-limited warning. The daemon being
+    down, slow or restarting never raises into the caller; unacknowledged
+    reports are resent after reconnecting.
+
+    Argument errors (shape, dtype, negative step) raise TypeError/ValueError at
+    the call site. Values are never inspected on the caller's thread (that would
+    synchronize the device); with nonfinite="drop" (default) the sender drops
+    logits rows holding NaN or +inf (-inf is a masked logit and is fine),
+    non-finite entropies, attention blocks with a non-finite value and
+    non-finite grad norms / losses, counting them in dropped.*; with
+    nonfinite="send" they go to the daemon, whose ingest.skip_nonfinite_rows
+    decides (by default it rejects the report).
+
+    log_* calls are thread-safe. Callbacks registered with on_state run on the
+    client's ack thread and must not block.
+    """
+
+    def __init__(self, address: Optional[str] = None, run_id: Optional[str] = None,
+                 rank: Optional[int] = None, world_size: Optional[int] = None, *,
+                 phase: str = "train", rows: Optional[int] = 32,
+                 max_queue_reports: int = 256, max_queue_bytes: int = 256 << 20,
+                 max_inflight: int = 64, reconnect_max_s: float = 2.0,
+                 nonfinite: str = "drop", close_timeout_s: float = 10.0):
+        self.address = address or os.environ.get("ENTROWATCH_ADDRESS", DEFAULT_ADDRESS)
+        run_id = run_id or os.environ.get("ENTROWATCH_RUN_ID")
+        if not run_id:
+            raise ValueError("run_id is required (or set ENTROWATCH_RUN_ID)")
+        if phase not in _PHASES:
+            raise ValueError(f"phase must be one of {sorted(_PHASES)}, got {phase!r}")
+        if nonfinite not in ("drop", "send"):
+            raise ValueError(f"nonfinite must be 'drop' or 'send', got {nonfinite!r}")
+        if rows is not None and rows < 1:
+            raise ValueError(f"rows must be >= 1 or None, got {rows}")
+        detected_rank, detected_world = _detect_rank_world()
+        self.run_id = run_id
+        self.rank = detected_rank if rank is None else int(rank)
+        self.world_size = detected_world if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
+        self.rows = rows
+        self._phase = _PHASES[phase]
+        self._drop_nonfinite = nonfinite == "drop"
+        self._close_timeout_s = close_timeout_s
+        self.dropped = _report.Dropped()
+
+        self._lock = threading.Lock()
+        self._pending = None
+        self._last_step = -1
+        # Wall-clock microseconds: a restarted trainer keeps increasing its seqs,
+        # so the daemon never mistakes its new reports for resends of old ones.
+        self._next_seq = time.time_ns() // 1000
+        self._closed = False
+        self._warn = _sender.RateLimitedLog()
+
+        self._verdict = None
+        self._callbacks = []
+        self._callbacks_lock = threading.Lock()
+
+        self._sender = _sender.Sender(
+            self.address, self._encode, self._on_ack, max_queue_reports=max_queue_reports,
+            max_queue_bytes=max_queue_bytes, max_inflight=max_inflight,
+            reconnect_max_s=reconnect_max_s, warn=self._warn.warning)
+        self._atexit = _CloseAtExit(self)
+
+    # ---- logging -------------------------------------------------------------
+
+    def log_logits(self, step, logits, rows=..., valid_vocab=None, temperature=1.0,
+                   targets=None, token_kinds=None):
+        """Samples rows of logits [..., vocab] (on their device) for token entropy.
+
+        rows: how many rows to sample uniformly without replacement; ... means the
+        Monitor's default (rows= in the constructor), None all rows. valid_vocab:
+        columns at or beyond it are padding. targets: the next-token ids, one per
+        row (negative = ignore_index: the row is not sent), for surprisal.
+        token_kinds: entrowatch.PROMPT / GENERATED per row.
+        """
+        step = _check_step(step)
+        x = _arrays.as_array(logits, "logits")
+        _arrays.check_float(x, "logits")
+        if x.ndim < 2:
+            raise ValueError(f"logits must be [..., vocab] with at least 2 dims, got shape "
+                             f"{tuple(x.shape)}")
+        vocab = int(x.shape[-1])
+        lead = tuple(x.shape[:-1])
+        n_rows = _arrays.numel(x) // vocab if vocab else 0
+        if vocab == 0 or n_rows == 0:
+            raise ValueError(f"logits is empty: shape {tuple(x.shape)}")
+        if valid_vocab is None:
+            valid_vocab = vocab
+        if isinstance(valid_vocab, bool) or not 1 <= int(valid_vocab) <= vocab:
+            raise ValueError(f"valid_vocab must be in [1, {vocab}], got {valid_vocab}")
+        temperature = float(temperature)
+        if not temperature > 0 or temperature == float("inf"):
+            raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
+        targets = _per_row(targets, "targets", lead, n_rows)
+        token_kinds = _per_row(token_kinds, "token_kinds", lead, n_rows)
+        if rows is ...:
+            rows = self.rows
+        if rows is not None and (isinstance(rows, bool) or int(rows) < 1):
+            raise ValueError(f"rows must be >= 1 or None, got {rows}")
+        idx = _arrays.sample_indices(n_rows, rows)
+        item = _report.LogitsItem(
+            _arrays.take_rows(_arrays.flatten_leading(x, 1), idx), int(valid_vocab), temperature,
+            None if targets is None else _arrays.take_rows(targets, idx),
+            None if token_kinds is None else _arrays.take_rows(token_kinds, idx))
+        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows))
+
+    def log_token_entropies(self, step, entropies, vocab_size=None, token_kinds=None):
+        """Token entropies (nats) computed by the caller, any shape (flattened)."""
+        step = _check_step(step)
+        x = _arrays.as_array(entropies, "entropies")
+        _arrays.check_float(x, "entropies")
+        if _arrays.numel(x) == 0:
+            raise ValueError("entropies is empty")
+        if vocab_size is not None and (isinstance(vocab_size, bool) or int(vocab_size) < 1):
+            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        n = _arrays.numel(x)
+        token_kinds = _per_row(token_kinds, "token_kinds", tuple(x.shape), n)
+        entry = (_arrays.copy_of(x.reshape(-1)), vocab_size,
+                 None if token_kinds is None else _arrays.copy_of(token_kinds))
+        self._add(step, lambda r: r.token_entropies.append(entry), _arrays.nbytes(x))
+
+    def log_attention(self, step, layer, q, k, causal=True, scale=None, query_kinds=None,
+                      queries=None, batch_index=0):
+        """Attention queries and keys of one sequence for attention entropy.
+
+        q: [heads, nq, d] or [batch, heads, nq, d]; k: [kv_heads, nk, d] or
+        [batch, kv_heads, nk, d] (heads a multiple of kv_heads: GQA). With a
+        batch dimension, sequence batch_index is taken. With nq < nk the
+        queries are the last nq positions. queries=N keeps the last N queries.
+        scale: None = 1/sqrt(d).
+        """
+        step = _check_step(step)
+        layer = _check_layer(layer)
+        q = _arrays.as_array(q, "q")
+        k = _arrays.as_array(k, "k")
+        _arrays.check_float(q, "q")
+        _arrays.check_float(k, "k")
+        if q.ndim != k.ndim or q.ndim not in (3, 4):
+            raise ValueError(f"q and k must both be [heads, n, d] or [batch, heads, n, d]; got "
+                             f"q {tuple(q.shape)}, k {tuple(k.shape)}")
+        if q.ndim == 4:
+            if q.shape[0] != k.shape[0] or not 0 <= batch_index < q.shape[0]:
+                raise ValueError(f"batch_index {batch_index} invalid for q {tuple(q.shape)}, "
+                                 f"k {tuple(k.shape)}")
+            q, k = q[batch_index], k[batch_index]
+        heads, nq, d = (int(s) for s in q.shape)
+        kv_heads, nk, dk = (int(s) for s in k.shape)
+        if d != dk or d == 0:
+            raise ValueError(f"q and k head dims differ: q {tuple(q.shape)}, k {tuple(k.shape)}")
+        if kv_heads == 0 or heads % kv_heads != 0:
+            raise ValueError(f"q heads ({heads}) must be a multiple of k heads ({kv_heads})")
+        if nq == 0 or nq > nk:
+            raise ValueError(f"need 1 <= nq <= nk, got nq={nq}, nk={nk}")
+        if queries is not None:
+            if int(queries) < 1:
+                raise ValueError(f"queries must be >= 1, got {queries}")
+            q = q[:, max(nq - int(queries), 0):, :]
+            nq = int(q.shape[1])
+        if query_kinds is not None:
+            query_kinds = _arrays.as_array(query_kinds, "query_kinds")
+            _arrays.check_int(query_kinds, "query_kinds")
+            if _arrays.numel(query_kinds) < nq:
+                raise ValueError(f"query_kinds needs one entry per query ({nq}), got "
+                                 f"{_arrays.numel(query_kinds)}")
+            query_kinds = _arrays.copy_of(query_kinds.reshape(-1)[-nq:])
+        if scale is not None and not float(scale) > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        item = _report.AttentionItem(layer, _arrays.copy_of(q), _arrays.copy_of(k), bool(causal),
+                                     None if scale is None else float(scale), query_kinds)
+        self._add(step, lambda r: r.attention.append(item), _arrays.nbytes(q) + _arrays.nbytes(k))
+
+    def log_attention_entropies(self, step, layer, head_entropy):
+        """Per-head attention entropies (nats) computed by the caller, one per head."""
+        step = _check_step(step)
+        layer = _check_layer(layer)
+        x = _arrays.as_array(head_entropy, "head_entropy")
+        _arrays.check_float(x, "head_entropy")
+        if x.ndim != 1 or _arrays.numel(x) == 0:
+            raise ValueError(f"head_entropy must be 1-D with one value per head, got shape "
+                             f"{tuple(x.shape)}")
+        entry = (layer, _arrays.copy_of(x))
+        self._add(step, lambda r: r.attention_entropies.append(entry), _arrays.nbytes(x))
+
+    def log_grad_norm(self, step, model_or_value, per_layer=False):
+        """Global L2 gradient norm: a number / scalar tensor, or a torch module
+        whose .grad tensors are read (call after backward, before zero_grad).
+        per_layer=True (module only) also sends one norm per layer: parameters
+        grouped by name up to the first numeric component ("blocks.3"), else by
+        their owning module. The norm stays on the device until the sender reads it.
+        """
+        step = _check_step(step)
+        names = norms = None
+        if hasattr(model_or_value, "named_parameters"):
+            from entrowatch import torch as ew_torch
+            value, names, norms = ew_torch.grad_norms(model_or_value, per_layer)
+            if value is None:
+                return
+        else:
+            if per_layer:
+                raise ValueError("per_layer=True needs a module, not a value")
+            value = _arrays.scalar_value(model_or_value, "grad norm")
+
+        def fill(r):
+            r.grad_norm = value
+            r.layer_names, r.layer_norms = names, norms
+
+        self._add(step, fill, 0)
+
+    def log_scalars(self, step, loss=None, lr=None):
+        """Loss and learning rate of the step (numbers or scalar tensors)."""
+        step = _check_step(step)
+        loss = None if loss is None else _arrays.scalar_value(loss, "loss")
+        lr = None if lr is None else _arrays.scalar_value(lr, "lr")
+
+        def fill(r):
+            if loss is not None:
+                r.loss = loss
+            if lr is not None:
+                r.learning_rate = lr
+
+        self._add(step, fill, 0)
+
+    # ---- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> Optional[str]:
+        """Latest health state name (e.g. "NORMAL", "PANIC_ZONE"); None before any Ack."""
+        v = self._verdict
+        return None if v is None else v.state
+
+    @property
+    def verdict(self) -> Optional[Verdict]:
+        """Latest full verdict (state, reason, anomalies, step summary); None before any Ack."""
+        return self._verdict
+
+    @property
+    def stats(self):
+        """Delivery counters (enqueued, dropped_queue_full, sent, resent, acked,
+        rejected, duplicates, late, encode_errors, reconnects)."""
+        return self._sender.stats
+
+    def on_state(self, callback: Callable[[Verdict], None]):
+        """Calls callback(verdict) whenever the health state changes (also usable
+        as a decorator). Runs on the ack thread; exceptions are logged."""
+        with self._callbacks_lock:
+            self._callbacks.append(callback)
+        return callback
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    def flush(self, timeout: Optional[float] = 10.0) -> bool:
+        """Sends the current step's report now and waits up to timeout seconds
+        (None: forever) until everything sent so far is acknowledged. Returns
+        whether it was. Later log_* calls for the same step go out in another report."""
+        self._hand_over()
+        return self._sender.wait_idle(timeout)
+
+    def close(self, finish: bool = False, timeout: Optional[float] = None) -> bool:
+        """Sends what is pending, waits for acknowledgements (timeout seconds,
+        default close_timeout_s) and stops the sender. finish=True then marks
+        the run finished (EndRun): call it from one rank only, after all ranks
+        logged their last step. Idempotent. Returns whether everything was
+        acknowledged (and the run marked finished when asked)."""
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+        self._atexit.detach()
+        timeout = self._close_timeout_s if timeout is None else timeout
+        self._hand_over(closing=True)
+        ok = self._sender.close(timeout)
+        if finish:
+            try:
+                self._sender.stub.EndRun(pb.EndRunRequest(run_id=self.run_id),
+                                         timeout=max(timeout, 1.0))
+            except Exception as e:  # never raise into the trainer over monitoring
+                _sender.logger.warning("entrowatch: could not mark run %s finished: %s",
+                                       self.run_id, e)
+                ok = False
+        self._sender.shutdown_channel()
+        return ok
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+    # ---- internals -----------------------------------------------------------
+
+    def _add(self, step, fill, nbytes):
+        with self._lock:
+            if self._closed:
+                self._warn.warning("closed", "entrowatch: log call after close() ignored")
+                return
+            pending = self._pending
+            if pending is None or step != pending.step:
+                if step <= self._last_step:
+                    self._warn.warning("step_back", "entrowatch: step %d is not after step %d, "
+                                       "already sent; ignored (steps must increase)", step,
+                                       self._last_step)
+                    return
+                if pending is not None:
+                    self._offer(pending)
+                pending = self._pending = _report.StepReport(step, time.time_ns())
+                self._last_step = step
+            fill(pending)
+            pending.add(nbytes)
+
+    def _hand_over(self, closing=False):
+        with self._lock:
+            if self._closed and not closing:
+                return
+            if self._pending is not None:
+                self._offer(self._pending)
+                self._pending = None
+
+    def _offer(self, report):
+        report.seq = self._next_seq
+        self._next_seq += 1
+        self._sender.offer(report)
+
+    def _encode(self, report):
+        return _report.encode(report, self.run_id, self.rank, self.world_size, self._phase,
+                              self._drop_nonfinite, self.dropped)
+
+    def _on_ack(self, ack):
+        if not ack.HasField("verdict") or ack.verdict.state == pb.HEALTH_STATE_UNSPECIFIED:
+            return
+        previous = self._verdict
+        verdict = _verdict_from_ack(ack)
+        if previous is not None and verdict.step < previous.step:
+            return
+        self._verdict = verdict
+        if previous is not None and previous.state == verdict.state:
+            return
+        with self._callbacks_lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(verdict)
+            except Exception:
+                _sender.logger.exception("entrowatch: on_state callback failed")
+
+
+class _CloseAtExit:
+    """Flushes a still-open Monitor at interpreter exit (weakly referenced)."""
+
+    def __init__(self, monitor):
+        self._ref = weakref.ref(monitor)
+        atexit.register(self._run)
+
+    def _run(self):
+        monitor = self._ref()
+        if monitor is not None:
+            monitor.close(timeout=min(monitor._close_timeout_s, 5.0))
+
+    def detach(self):
+        atexit.unregister(self._run)
