@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/tensor_view.h"
 
@@ -28,15 +28,15 @@ struct LogitsInput {
   float temperature = 1.0f;
   absl::Span<const int32_t> target_ids;
   // Sampling view (computed only when sampling() is true).
-  uint32_t top_k = 0;   // 0 = off
-  float top_p = 1.0f;   // >= 1 = off
+  uint32_t top_k = 0;  // 0 = off
+  float top_p = 1.0f;  // >= 1 = off
   bool sampling() const { return top_k > 0 || top_p < 1.0f; }
 };
 
 enum class RowStatus : uint8_t {
   kOk = 0,
-  kNonFinite,   // a NaN or +Inf among the valid columns
-  kAllMasked,   // no finite value among the valid columns (all -inf)
+  kNonFinite,  // a NaN or +Inf among the valid columns
+  kAllMasked,  // no finite value among the valid columns (all -inf)
 };
 
 // Statistics of one row of p = softmax(z / temperature) over the valid
@@ -46,7 +46,7 @@ struct RowEntropy {
   double entropy = 0;     // nats, in [0, log(valid_vocab)]
   double normalized = 0;  // entropy / log(valid_vocab); 0 when valid_vocab == 1
   double top1_prob = 0;
-  double surprisal = 0;   // -log p(target); only when target_ids is given
+  double surprisal = 0;  // -log p(target); only when target_ids is given
   // Sampling view, only when LogitsInput::sampling(): the distribution after
   // temperature, then top-k (ties with the k-th value kept), then top-p
   // (smallest prefix whose cumulative probability exceeds p; top-1 kept).
