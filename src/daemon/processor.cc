@@ -1,0 +1,371 @@
+#include "daemon/processor.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/tensor_view.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace entrowatch::daemon {
+namespace {
+
+using entrowatch::v1::Ack;
+using entrowatch::v1::Report;
+using entrowatch::v1::RunStatus;
+using entrowatch::v1::StepSummary;
+using google::protobuf::util::TimeUtil;
+
+constexpr int kDefaultHistory = 64;
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Shape of a validated 2-D / 3-D tensor.
+int64_t Dim(const entrowatch::v1::Tensor& t, int i) { return static_cast<int64_t>(t.shape(i)); }
+
+absl::Status CheckFinite(const entrowatch::v1::Tensor& t, const std::string& field) {
+  const common::DType dtype = *common::DTypeFromProto(t.dtype());
+  const int64_t n = static_cast<int64_t>(t.data().size() / common::DTypeSize(dtype));
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(common::LoadAsFloat(dtype, t.data().data(), i))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": element ", i, " is NaN or infinite"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ReportProcessor::ReportProcessor(const config::Config& config, compute::EntropyEngine* engine,
+                                 exporter::Metrics* metrics, common::Clock* clock)
+    : engine_(engine), metrics_(metrics), clock_(clock), registry_(config.runs.max_runs) {
+  Reload(config);
+}
+
+void ReportProcessor::Reload(const config::Config& config) {
+  Settings s;
+  s.aggregation.high_entropy_threshold = config.aggregation.high_entropy_threshold;
+  s.aggregation.step_timeout = absl::Seconds(config.aggregation.step_timeout_seconds);
+  s.idle_expiry = absl::Seconds(config.runs.idle_expiry_seconds);
+  s.dedup_window = config.runs.dedup_window;
+  s.history_steps = config.aggregation.history_steps;
+  s.skip_nonfinite_rows = config.ingest.skip_nonfinite_rows;
+  registry_.set_max_runs(config.runs.max_runs);
+  {
+    absl::MutexLock lock(&mu_);
+    settings_ = s;
+  }
+  for (const auto& run : registry_.All()) {
+    absl::MutexLock lock(&run->mu);
+    run->aggregator.set_options(s.aggregation);
+  }
+}
+
+ReportProcessor::Settings ReportProcessor::settings() const {
+  absl::MutexLock lock(&mu_);
+  return settings_;
+}
+
+absl::Status ReportProcessor::Compute(const Report& report,
+                                      analysis::ReportContribution* out) const {
+  const bool skip_nonfinite = settings().skip_nonfinite_rows;
+  for (int b = 0; b < report.logits_size(); ++b) {
+    const auto& block = report.logits(b);
+    compute::LogitsInput in;
+    in.logits.dtype = *common::DTypeFromProto(block.logits().dtype());
+    in.logits.rows = Dim(block.logits(), 0);
+    in.logits.cols = Dim(block.logits(), 1);
+    in.logits.data = block.logits().data().data();
+    in.valid_vocab = block.valid_vocab() == 0 ? in.logits.cols : block.valid_vocab();
+    in.temperature = block.temperature() == 0 ? 1.0f : block.temperature();
+    in.target_ids = absl::MakeConstSpan(block.target_ids().data(), block.target_ids_size());
+    in.top_k = block.sampling().top_k();
+    in.top_p = block.sampling().top_p() == 0 ? 1.0f : block.sampling().top_p();
+    std::vector<compute::RowEntropy> rows(static_cast<size_t>(in.logits.rows));
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status = engine_->TokenEntropy(in, absl::MakeSpan(rows));
+    metrics_->ComputeSeconds("token", SecondsSince(start));
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("logits[", b, "]: ", status.message()));
+    }
+    int64_t skipped = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const compute::RowEntropy& row = rows[r];
+      if (row.status != compute::RowStatus::kOk) {
+        const char* problem = row.status == compute::RowStatus::kNonFinite
+                                  ? "contains NaN or +Inf"
+                                  : "has no finite value (all -inf)";
+        if (!skip_nonfinite) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("logits[", b, "].logits row ", r, " ", problem));
+        }
+        ++skipped;
+        continue;
+      }
+      out->entropies.push_back(static_cast<float>(row.entropy));
+      out->normalized.push_back(static_cast<float>(row.normalized));
+      out->generated.push_back(block.token_kinds_size() > 0 &&
+                               block.token_kinds(static_cast<int>(r)) == entrowatch::v1::GENERATED);
+      out->top1_sum += row.top1_prob;
+      ++out->top1_count;
+      if (!in.target_ids.empty()) {
+        out->surprisal_sum += row.surprisal;
+        ++out->surprisal_count;
+      }
+    }
+    if (skipped > 0) {
+      metrics_->RowsSkipped("nonfinite", skipped);
+    }
+  }
+  for (const auto& block : report.token_entropies()) {
+    const double log_v = std::log(static_cast<double>(block.vocab_size()));
+    for (int i = 0; i < block.values_size(); ++i) {
+      const float h = block.values(i);
+      out->entropies.push_back(h);
+      out->normalized.push_back(log_v > 0 ? static_cast<float>(std::min(1.0, h / log_v)) : 0.0f);
+      out->generated.push_back(block.token_kinds_size() > 0 &&
+                               block.token_kinds(i) == entrowatch::v1::GENERATED);
+    }
+  }
+  for (int b = 0; b < report.attention_size(); ++b) {
+    const auto& block = report.attention(b);
+    const std::string field = absl::StrCat("attention[", b, "]");
+    RETURN_IF_ERROR(CheckFinite(block.q(), field + ".q"));
+    RETURN_IF_ERROR(CheckFinite(block.k(), field + ".k"));
+    compute::AttentionInput in;
+    in.dtype = *common::DTypeFromProto(block.q().dtype());
+    in.q = block.q().data().data();
+    in.k = block.k().data().data();
+    in.heads = Dim(block.q(), 0);
+    in.nq = Dim(block.q(), 1);
+    in.head_dim = Dim(block.q(), 2);
+    in.kv_heads = Dim(block.k(), 0);
+    in.nk = Dim(block.k(), 1);
+    in.causal = block.causal();
+    in.scale = block.scale();
+    compute::AttentionOutput result;
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status = engine_->AttentionEntropy(in, &result);
+    metrics_->ComputeSeconds("attention", SecondsSince(start));
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(field, ": ", status.message()));
+    }
+    auto& heads = out->layers[block.layer()];
+    heads.resize(std::max<size_t>(heads.size(), static_cast<size_t>(in.heads)));
+    for (int64_t h = 0; h < in.heads; ++h) {
+      for (int64_t q = 0; q < in.nq; ++q) {
+        heads[h].sum += result.shannon[h * in.nq + q];
+        heads[h].count += 1;
+      }
+    }
+  }
+  for (const auto& block : report.attention_entropies()) {
+    auto& heads = out->layers[block.layer()];
+    heads.resize(std::max<size_t>(heads.size(), block.head_entropy_size()));
+    for (int h = 0; h < block.head_entropy_size(); ++h) {
+      heads[h].sum += block.head_entropy(h);
+      heads[h].count += 1;
+    }
+  }
+  if (report.has_grad()) {
+    out->has_grad = true;
+    out->grad_norm = report.grad().global_norm();
+  }
+  if (report.has_scalars()) {
+    out->has_loss = true;
+    out->loss = report.scalars().loss();
+    out->learning_rate = report.scalars().learning_rate();
+  }
+  return absl::OkStatus();
+}
+
+Ack ReportProcessor::Process(const Report& report) {
+  Ack ack;
+  ack.set_seq(report.seq());
+  ack.set_step(report.step());
+  const Settings s = settings();
+  bool created = false;
+  auto run_or = registry_.GetOrCreate(report.run_id(), s.aggregation, &created);
+  if (!run_or.ok()) {
+    ack.set_code(static_cast<int>(run_or.status().code()));
+    ack.set_message(std::string(run_or.status().message()));
+    return ack;
+  }
+  if (created) {
+    metrics_->SetRuns(static_cast<int64_t>(registry_.size()));
+  }
+  store::RunState& run = **run_or;
+  const absl::Time wall = clock_->Wall();
+  {
+    absl::MutexLock lock(&run.mu);
+    run.last_activity = clock_->Monotonic();
+    if (run.finished) {
+      run.counters.rejected++;
+      ack.set_code(static_cast<int>(absl::StatusCode::kFailedPrecondition));
+      ack.set_message(absl::StrCat("run '", run.id, "' was marked finished; use a new run_id"));
+      return ack;
+    }
+    auto seen = run.seen.find(report.rank());
+    if (report.seq() != 0 && seen != run.seen.end() && seen->second.Contains(report.seq())) {
+      run.counters.duplicate++;
+      ack.set_duplicate(true);
+      FillAck(run, &ack);
+      return ack;
+    }
+  }
+
+  analysis::ReportContribution contribution;
+  absl::Status status = Compute(report, &contribution);
+
+  absl::MutexLock lock(&run.mu);
+  if (!status.ok()) {
+    run.counters.rejected++;
+    ack.set_code(static_cast<int>(status.code()));
+    ack.set_message(std::string(status.message()));
+    FillAck(run, &ack);
+    return ack;
+  }
+  if (report.seq() != 0) {
+    run.seen.try_emplace(report.rank(), s.dedup_window).first->second.Insert(report.seq());
+  }
+  run.last_report_time = wall;
+  run.world_size = ingest::EffectiveWorldSize(report);
+  metrics_->ReportSeen(run.id, absl::ToDoubleSeconds(wall - absl::UnixEpoch()));
+  contribution.rank = report.rank();
+  contribution.world_size = run.world_size;
+  contribution.step = report.step();
+  contribution.phase =
+      report.phase() == entrowatch::v1::PHASE_UNSPECIFIED ? entrowatch::v1::TRAIN : report.phase();
+  std::vector<float> entropies = contribution.entropies;
+  const entrowatch::v1::Phase phase = contribution.phase;
+  if (run.aggregator.Add(std::move(contribution), clock_->Monotonic())) {
+    run.counters.accepted++;
+    metrics_->TokenEntropies(run.id, phase, entropies);
+  } else {
+    run.counters.late++;
+    ack.set_late(true);
+  }
+  Drain(run);
+  if (report.final()) {
+    Finish(run);
+  }
+  FillAck(run, &ack);
+  return ack;
+}
+
+void ReportProcessor::Drain(store::RunState& run) {
+  const int history_steps = settings().history_steps;
+  for (StepSummary& step : run.aggregator.TakeFinalized()) {
+    *step.mutable_finalized_time() = TimeUtil::NanosecondsToTimestamp(
+        absl::ToInt64Nanoseconds(clock_->Wall() - absl::UnixEpoch()));
+    metrics_->StepFinalized(run.id, step);
+    run.history.push_back(std::move(step));
+    while (static_cast<int>(run.history.size()) > history_steps) {
+      run.history.pop_front();
+    }
+  }
+}
+
+void ReportProcessor::Finish(store::RunState& run) {
+  run.aggregator.FinalizeAll();
+  Drain(run);
+  run.finished = true;
+  metrics_->RunFinished(run.id);
+}
+
+void ReportProcessor::FillAck(store::RunState& run, Ack* ack) const {
+  if (!run.history.empty()) {
+    *ack->mutable_latest_step() = run.history.back();
+  }
+}
+
+RunStatus ReportProcessor::Status(store::RunState& run, int history) const {
+  RunStatus out;
+  out.set_run_id(run.id);
+  if (run.aggregator.has_finalized()) {
+    out.set_last_step(run.aggregator.max_finalized_step());
+  }
+  if (!run.history.empty()) {
+    *out.mutable_latest() = run.history.back();
+  }
+  const int n = std::min<int>(history, static_cast<int>(run.history.size()));
+  for (int i = static_cast<int>(run.history.size()) - n; i < static_cast<int>(run.history.size());
+       ++i) {
+    *out.add_history() = run.history[i];
+  }
+  out.set_world_size(run.world_size);
+  out.set_finished(run.finished);
+  if (run.last_report_time != absl::InfinitePast()) {
+    *out.mutable_last_report_time() = TimeUtil::NanosecondsToTimestamp(
+        absl::ToInt64Nanoseconds(run.last_report_time - absl::UnixEpoch()));
+  }
+  out.set_reports_accepted(run.counters.accepted);
+  out.set_reports_rejected(run.counters.rejected);
+  out.set_reports_duplicate(run.counters.duplicate);
+  out.set_reports_late(run.counters.late);
+  out.set_pending_steps(static_cast<uint32_t>(run.aggregator.pending_steps()));
+  return out;
+}
+
+absl::StatusOr<RunStatus> ReportProcessor::GetRun(const entrowatch::v1::GetRunRequest& request) {
+  auto run = registry_.Find(request.run_id());
+  if (run == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown run '", request.run_id(), "'"));
+  }
+  const int history = request.history() == 0
+                          ? kDefaultHistory
+                          : static_cast<int>(std::min<uint32_t>(request.history(), 1 << 20));
+  absl::MutexLock lock(&run->mu);
+  return Status(*run, history);
+}
+
+entrowatch::v1::ListRunsResponse ReportProcessor::ListRuns() {
+  entrowatch::v1::ListRunsResponse out;
+  for (const auto& run : registry_.All()) {
+    absl::MutexLock lock(&run->mu);
+    *out.add_runs() = Status(*run, 0);
+  }
+  return out;
+}
+
+absl::StatusOr<RunStatus> ReportProcessor::EndRun(const std::string& run_id) {
+  auto run = registry_.Find(run_id);
+  if (run == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown run '", run_id, "'"));
+  }
+  absl::MutexLock lock(&run->mu);
+  if (!run->finished) {
+    Finish(*run);
+  }
+  run->last_activity = clock_->Monotonic();
+  return Status(*run, kDefaultHistory);
+}
+
+void ReportProcessor::Sweep() {
+  const Settings s = settings();
+  const absl::Duration now = clock_->Monotonic();
+  for (const auto& run : registry_.All()) {
+    absl::MutexLock lock(&run->mu);
+    run->aggregator.Sweep(now);
+    Drain(*run);
+  }
+  const auto expired = registry_.ExpireIdle(now, s.idle_expiry);
+  for (const auto& run : expired) {
+    metrics_->ForgetRun(run->id);
+  }
+  if (!expired.empty()) {
+    metrics_->SetRuns(static_cast<int64_t>(registry_.size()));
+  }
+}
+
+void ReportProcessor::OnReceived(int64_t bytes) { metrics_->IngestBytes(bytes); }
+
+void ReportProcessor::OnOutcome(const Ack& ack) {
+  metrics_->ReportOutcome(exporter::ResultLabel(ack));
+}
+
+}  // namespace entrowatch::daemon

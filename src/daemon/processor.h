@@ -1,0 +1,80 @@
+#pragma once
+
+// The work behind every report, run on worker threads: compute entropies,
+// fold the report into its run's step, finalize steps, update metrics and
+// answer with an Ack. Also answers the run queries (GetRun, ListRuns,
+// EndRun) and sweeps step timeouts and idle runs. Thread-safe.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "compute/entropy_engine.h"
+#include "config/config.h"
+#include "entrowatch/v1/entrowatch.pb.h"
+#include "export/metrics.h"
+#include "ingest/monitor_service.h"
+#include "store/run_registry.h"
+
+namespace entrowatch::daemon {
+
+class ReportProcessor final : public ingest::RunDirectory, public ingest::IngestObserver {
+ public:
+  // engine, metrics and clock must outlive the processor.
+  ReportProcessor(const config::Config& config, compute::EntropyEngine* engine,
+                  exporter::Metrics* metrics, common::Clock* clock);
+  ReportProcessor(const ReportProcessor&) = delete;
+  ReportProcessor& operator=(const ReportProcessor&) = delete;
+
+  // Processes one validated report and returns its Ack. Reports of one
+  // (run, rank) must come in order from one thread at a time.
+  entrowatch::v1::Ack Process(const entrowatch::v1::Report& report);
+
+  // Finalizes steps past their timeout and forgets idle runs.
+  void Sweep();
+
+  // Applies the run-time changeable parts of a new config (SIGHUP).
+  void Reload(const config::Config& config);
+
+  // ingest::RunDirectory
+  absl::StatusOr<entrowatch::v1::RunStatus> GetRun(
+      const entrowatch::v1::GetRunRequest& request) override;
+  entrowatch::v1::ListRunsResponse ListRuns() override;
+  absl::StatusOr<entrowatch::v1::RunStatus> EndRun(const std::string& run_id) override;
+
+  // ingest::IngestObserver
+  void OnReceived(int64_t bytes) override;
+  void OnOutcome(const entrowatch::v1::Ack& ack) override;
+
+ private:
+  struct Settings {
+    analysis::AggregationOptions aggregation;
+    absl::Duration idle_expiry;
+    int64_t dedup_window = 0;
+    int history_steps = 0;
+    bool skip_nonfinite_rows = false;
+  };
+
+  Settings settings() const;
+  absl::Status Compute(const entrowatch::v1::Report& report,
+                       analysis::ReportContribution* out) const;
+  // Moves finalized steps into history, metrics and analysis.
+  void Drain(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  void FillAck(store::RunState& run, entrowatch::v1::Ack* ack) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  entrowatch::v1::RunStatus Status(store::RunState& run, int history) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  void Finish(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+
+  compute::EntropyEngine* const engine_;
+  exporter::Metrics* const metrics_;
+  common::Clock* const clock_;
+  store::RunRegistry registry_;
+  mutable absl::Mutex mu_;
+  Settings settings_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace entrowatch::daemon
