@@ -58,7 +58,7 @@ class Dropped:
     def __init__(self):
         self.rows_nonfinite = 0
         self.rows_ignored_target = 0
-        self.values_nonfinite = 0
+        self.values_invalid = 0
         self.blocks_nonfinite = 0
         self.scalars_nonfinite = 0
 
@@ -139,15 +139,19 @@ def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
             out.attention.append(block)
     for values, vocab_size, kinds in report.token_entropies:
         host = _host_floats(values)
-        keep = np.isfinite(host) if drop_nonfinite else np.ones(host.shape, dtype=bool)
-        dropped.values_nonfinite += int((~keep).sum())
+        keep = np.ones(host.shape, dtype=bool)
+        if drop_nonfinite:
+            # The daemon's bound, with its allowance for float32 rounding.
+            max_h = np.log(vocab_size) + 1e-5 * max(1.0, np.log(vocab_size))
+            keep = np.isfinite(host) & (host >= 0) & (host <= max_h)
+            dropped.values_invalid += int((~keep).sum())
         if keep.any():
             out.token_entropies.append(
-                pb.TokenEntropies(values=host[keep].tolist(), vocab_size=vocab_size or 0,
+                pb.TokenEntropies(values=host[keep].tolist(), vocab_size=vocab_size,
                                   token_kinds=_kinds_list(kinds, None if keep.all() else keep)))
     for layer, values in report.attention_entropies:
         host = _host_floats(values)
-        if drop_nonfinite and not np.isfinite(host).all():
+        if drop_nonfinite and not (np.isfinite(host) & (host >= 0)).all():
             dropped.blocks_nonfinite += 1
             continue
         out.attention_entropies.append(pb.AttentionEntropies(layer=layer, head_entropy=host.tolist()))

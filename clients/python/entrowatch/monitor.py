@@ -3,6 +3,7 @@
 import atexit
 import dataclasses
 import os
+import re
 import threading
 import time
 import weakref
@@ -18,6 +19,7 @@ DEFAULT_ADDRESS = "127.0.0.1:50551"
 PROMPT = pb.PROMPT
 GENERATED = pb.GENERATED
 
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _PHASES = {"train": pb.TRAIN, "eval": pb.EVAL, "rollout": pb.ROLLOUT}
 
 
@@ -118,7 +120,7 @@ class Monitor:
     the call site. Values are never inspected on the caller's thread (that would
     synchronize the device); with nonfinite="drop" (default) the sender drops
     logits rows holding NaN or +inf (-inf is a masked logit and is fine),
-    non-finite entropies, attention blocks with a non-finite value and
+    entropies that are non-finite or outside [0, log(vocab_size)], attention blocks with a non-finite value and
     non-finite grad norms / losses, counting them in dropped.*; with
     nonfinite="send" they go to the daemon, whose ingest.skip_nonfinite_rows
     decides (by default it rejects the report).
@@ -137,6 +139,8 @@ class Monitor:
         run_id = run_id or os.environ.get("ENTROWATCH_RUN_ID")
         if not run_id:
             raise ValueError("run_id is required (or set ENTROWATCH_RUN_ID)")
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"run_id must be 1-128 characters of A-Z a-z 0-9 _ . : -, got {run_id!r}")
         if phase not in _PHASES:
             raise ValueError(f"phase must be one of {sorted(_PHASES)}, got {phase!r}")
         if nonfinite not in ("drop", "send"):
@@ -217,15 +221,18 @@ class Monitor:
             None if token_kinds is None else _arrays.take_rows(token_kinds, idx))
         self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows))
 
-    def log_token_entropies(self, step, entropies, vocab_size=None, token_kinds=None):
-        """Token entropies (nats) computed by the caller, any shape (flattened)."""
+    def log_token_entropies(self, step, entropies, vocab_size, token_kinds=None):
+        """Token entropies (nats) computed by the caller, any shape (flattened).
+
+        vocab_size bounds them (0 <= H <= log(vocab_size)) and normalizes them.
+        """
         step = _check_step(step)
         x = _arrays.as_array(entropies, "entropies")
         _arrays.check_float(x, "entropies")
         if _arrays.numel(x) == 0:
             raise ValueError("entropies is empty")
-        if vocab_size is not None and (isinstance(vocab_size, bool) or int(vocab_size) < 1):
-            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+            raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
         n = _arrays.numel(x)
         token_kinds = _per_row(token_kinds, "token_kinds", tuple(x.shape), n)
         entry = (_arrays.copy_of(x.reshape(-1)), vocab_size,
@@ -248,6 +255,8 @@ class Monitor:
         k = _arrays.as_array(k, "k")
         _arrays.check_float(q, "q")
         _arrays.check_float(k, "k")
+        if q.dtype != k.dtype:
+            raise TypeError(f"q and k must have the same dtype, got {q.dtype} and {k.dtype}")
         if q.ndim != k.ndim or q.ndim not in (3, 4):
             raise ValueError(f"q and k must both be [heads, n, d] or [batch, heads, n, d]; got "
                              f"q {tuple(q.shape)}, k {tuple(k.shape)}")
@@ -262,8 +271,9 @@ class Monitor:
             raise ValueError(f"q and k head dims differ: q {tuple(q.shape)}, k {tuple(k.shape)}")
         if kv_heads == 0 or heads % kv_heads != 0:
             raise ValueError(f"q heads ({heads}) must be a multiple of k heads ({kv_heads})")
-        if nq == 0 or nq > nk:
-            raise ValueError(f"need 1 <= nq <= nk, got nq={nq}, nk={nk}")
+        if nq == 0 or nk == 0 or (causal and nq > nk):
+            raise ValueError(f"need 1 <= nq and 1 <= nk (nq <= nk when causal), got nq={nq}, "
+                             f"nk={nk}")
         if queries is not None:
             if int(queries) < 1:
                 raise ValueError(f"queries must be >= 1, got {queries}")
@@ -324,6 +334,8 @@ class Monitor:
         step = _check_step(step)
         loss = None if loss is None else _arrays.scalar_value(loss, "loss")
         lr = None if lr is None else _arrays.scalar_value(lr, "lr")
+        if isinstance(lr, float) and lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
 
         def fill(r):
             if loss is not None:
