@@ -1,14 +1,114 @@
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "config/yaml_reader.h"
 
 namespace entrowatch::config {
 
+// Severity names as in entrowatch.v1.Severity (kept as a plain enum so the
+// config library does not depend on the wire API).
+enum class AnomalySeverity { kInfo, kWarning, kCritical };
+
+// Which direction of a slow trend ENTROPY_DRIFT reports for one phase.
+enum class DriftDirection { kNone, kUp, kDown, kBoth };
+
+// Settings every anomaly detector shares.
+struct DetectorCommon {
+  bool enabled = true;
+  AnomalySeverity severity = AnomalySeverity::kWarning;
+  int for_steps = 3;    // condition true this many consecutive steps before firing
+  int clear_steps = 5;  // condition false this many consecutive steps before clearing
+};
+
+// Every threshold of the health analysis. docs/detectors.md explains each one;
+// config/entrowatch.yaml documents the defaults below.
+struct AnalysisThresholds {
+  // Baselines: exponentially weighted mean and variance per run, phase and signal.
+  int warmup_steps = 50;        // steps with a signal before it is judged
+  double half_life_steps = 50;  // weight of a step halves after this many steps
+  double winsorize_z = 4;       // a step moves the baseline as if at most this many sigmas away
+  double min_relative_sigma = 0.02;  // sigma floor, relative to |mean| (noise-free signals)
+
+  // The health state machine (TRAIN and ROLLOUT steps).
+  struct States {
+    int enter_steps = 3;     // consecutive steps a candidate state needs before it is entered
+    int exit_steps = 5;      // consecutive steps away from a state before it is left
+    double entropy_z = 3;    // |z| of the step's mean token entropy for LOW / HIGH
+    double grad_norm_z = 3;  // |z| of log(grad norm) for LOW / HIGH
+    // Absolute bounds on normalized entropy (H / log V): they override the
+    // z-score, so a run that drifted slowly to near-zero entropy is still LOW.
+    double low_normalized_entropy = 0.1;
+    double high_normalized_entropy = 0.95;
+  } states;
+
+  struct EntropyCollapse {
+    DetectorCommon common{true, AnomalySeverity::kCritical, 3, 5};
+    double normalized_floor = 0.05;         // normalized token entropy at or below: collapsed
+    double relative_drop = 0.6;             // or a drop of this fraction of the baseline...
+    int window_steps = 20;                  // ...within this many steps
+    double attention_floor_nats = 0.05;     // a head at or below is near one-hot
+    double attention_head_fraction = 0.75;  // fraction of heads near one-hot
+  } entropy_collapse;
+
+  struct EntropicOverload {
+    DetectorCommon common{true, AnomalySeverity::kWarning, 10, 5};
+    double normalized_ceiling = 0.9;       // normalized mean token entropy at or above
+    double p10_normalized_ceiling = 0.75;  // and its 10th percentile (uniformly high)
+    double z = 6;  // or the step mean this many baseline sigmas above the baseline
+  } entropic_overload;
+
+  struct AttentionLocking {
+    DetectorCommon common{true, AnomalySeverity::kWarning, 1, 5};
+    int window_steps = 20;       // rolling window of per-head entropies
+    double epsilon_nats = 1e-4;  // rolling standard deviation below: frozen
+  } attention_locking;
+
+  struct EntropyDrift {
+    DetectorCommon common{true, AnomalySeverity::kWarning, 1, 20};
+    double delta = 0.5;  // Page-Hinkley tolerance per step, in baseline sigmas
+    double lambda = 25;  // Page-Hinkley alarm threshold, in baseline sigmas
+    double clip_z = 3;   // one step contributes at most this much: a spike is not a drift
+    DriftDirection train = DriftDirection::kUp;
+    DriftDirection eval = DriftDirection::kBoth;
+    DriftDirection rollout = DriftDirection::kBoth;
+  } entropy_drift;
+
+  struct HeadRedundancy {
+    DetectorCommon common{true, AnomalySeverity::kInfo, 20, 5};
+    double max_relative_std = 0.01;  // std of head entropies / their mean, at or below
+  } head_redundancy;
+
+  struct FlatLayerProfile {
+    DetectorCommon common{true, AnomalySeverity::kInfo, 20, 5};
+    int min_layers = 3;                 // profiles with fewer layers are not judged
+    double max_relative_spread = 0.02;  // (max - min) / mean of layer entropies, at or below
+  } flat_layer_profile;
+
+  struct GeneratedEntropySpike {
+    DetectorCommon common{true, AnomalySeverity::kWarning, 1, 3};
+    double z = 4;                    // z of the generated-token mean entropy (ROLLOUT)
+    double min_increase_nats = 0.1;  // and at least this far above the baseline
+    int min_tokens = 8;              // steps with fewer generated tokens are not judged
+  } generated_entropy_spike;
+};
+
+// A per-run override: the first entry whose glob matches a run id applies.
+struct AnalysisOverride {
+  std::string run_glob;           // fnmatch(3) pattern on the run id
+  AnalysisThresholds thresholds;  // the base with the override's keys applied
+};
+
 // Thresholds of the health analysis (the `analysis:` section).
-struct AnalysisConfig {};
+struct AnalysisConfig {
+  AnalysisThresholds base;
+  std::vector<AnalysisOverride> overrides;
+};
 
 // Parses the `analysis:` mapping into *out (which holds the defaults on entry).
-absl::Status ParseAnalysisConfig(const YamlMap& node, AnalysisConfig* out);
+// Errors name the key, its line and what was expected.
+absl::Status ParseAnalysisConfig(YamlMap& node, AnalysisConfig* out);
 
 }  // namespace entrowatch::config
