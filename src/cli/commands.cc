@@ -1,0 +1,615 @@
+#include "cli/commands.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "cli/args.h"
+#include "cli/format.h"
+#include "cli/scenario.h"
+#include "cli/trace.h"
+#include "common/status_macros.h"
+#include "common/version.h"
+#include "config/config.h"
+#include "entrowatch/client/stream_client.h"
+#include "entrowatch/v1/entrowatch.grpc.pb.h"
+
+namespace entrowatch::cli {
+namespace {
+
+using CommandFn = int (*)(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                          std::ostream& err);
+
+struct Command {
+  CommandSpec spec;
+  CommandFn run;
+};
+
+FlagSpec AddrFlag() {
+  return {
+      "addr", "ADDR",
+      absl::StrCat("entrowatchd gRPC address (default $ENTROWATCH_ADDR or ", kDefaultAddress, ")")};
+}
+
+FlagSpec TimeoutFlag(absl::string_view what) {
+  return {"timeout", "SECONDS", absl::StrCat(what, " (default 10)")};
+}
+
+int UsageError(const std::string& command, const absl::Status& status, std::ostream& err) {
+  err << "entrowatch " << command << ": " << status.message() << "\n"
+      << "run 'entrowatch " << command << " --help' for usage\n";
+  return kExitUsage;
+}
+
+int RpcError(const grpc::Status& status, const std::string& addr, std::ostream& err) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    err << "cannot reach entrowatchd at " << addr << ": " << status.error_message() << "\n";
+  } else {
+    err << "entrowatchd at " << addr << ": " << CodeName(status.error_code()) << ": "
+        << status.error_message() << "\n";
+  }
+  return kExitError;
+}
+
+std::unique_ptr<v1::Monitor::Stub> NewStub(const std::string& addr) {
+  return v1::Monitor::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+}
+
+void SetDeadline(grpc::ClientContext* context, double seconds) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(seconds)));
+}
+
+// ---- status / runs ----------------------------------------------------------
+
+int RunStatusCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                     std::ostream& err) {
+  absl::StatusOr<double> timeout = args.GetDouble("timeout", 10, 0.001, 3600);
+  if (!timeout.ok()) {
+    return UsageError("status", timeout.status(), err);
+  }
+  const bool json = args.Has("json");
+  std::unique_ptr<v1::Monitor::Stub> stub = NewStub(addr);
+  grpc::ClientContext context;
+  SetDeadline(&context, *timeout);
+  const google::protobuf::Message* answer = nullptr;
+  v1::RunStatus run;
+  v1::ListRunsResponse runs;
+  if (args.Has("run")) {
+    v1::GetRunRequest request;
+    request.set_run_id(args.GetString("run", ""));
+    const grpc::Status status = stub->GetRun(&context, request, &run);
+    if (!status.ok()) {
+      return RpcError(status, addr, err);
+    }
+    answer = &run;
+  } else {
+    const grpc::Status status = stub->ListRuns(&context, v1::ListRunsRequest(), &runs);
+    if (!status.ok()) {
+      return RpcError(status, addr, err);
+    }
+    answer = &runs;
+  }
+  if (json) {
+    absl::StatusOr<std::string> text = ToJson(*answer);
+    if (!text.ok()) {
+      err << "cannot print JSON: " << text.status().message() << "\n";
+      return kExitError;
+    }
+    out << *text << "\n";
+  } else if (answer == &run) {
+    out << FormatRunDetails(run, absl::Now());
+  } else if (runs.runs().empty()) {
+    out << "no runs\n";
+  } else {
+    out << FormatRunsTable(runs, absl::Now());
+  }
+  return kExitOk;
+}
+
+int RunRunsCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                   std::ostream& err) {
+  absl::StatusOr<double> timeout = args.GetDouble("timeout", 10, 0.001, 3600);
+  if (!timeout.ok()) {
+    return UsageError("runs", timeout.status(), err);
+  }
+  grpc::ClientContext context;
+  SetDeadline(&context, *timeout);
+  v1::ListRunsResponse runs;
+  const grpc::Status status = NewStub(addr)->ListRuns(&context, v1::ListRunsRequest(), &runs);
+  if (!status.ok()) {
+    return RpcError(status, addr, err);
+  }
+  for (const v1::RunStatus& run : runs.runs()) {
+    out << run.run_id() << "\n";
+  }
+  return kExitOk;
+}
+
+// ---- streaming (replay, simulate) ---------------------------------------------
+
+struct StreamSettings {
+  std::string addr;
+  double rate = 0;  // reports per second; 0 = unlimited
+  bool print_verdicts = false;
+  absl::Duration timeout;
+  absl::Duration connect_timeout;
+};
+
+absl::StatusOr<StreamSettings> ParseStreamSettings(const ParsedArgs& args,
+                                                   const std::string& addr) {
+  StreamSettings settings;
+  settings.addr = addr;
+  ASSIGN_OR_RETURN(settings.rate, args.GetDouble("rate", 0, 0, 1e9));
+  settings.print_verdicts = args.Has("print-verdicts");
+  ASSIGN_OR_RETURN(const double timeout, args.GetDouble("timeout", 60, 0.001, 86400));
+  ASSIGN_OR_RETURN(const double connect, args.GetDouble("connect-timeout", 5, 0.001, 3600));
+  settings.timeout = absl::Seconds(timeout);
+  settings.connect_timeout = absl::Seconds(connect);
+  return settings;
+}
+
+std::vector<FlagSpec> StreamFlags() {
+  return {
+      AddrFlag(),
+      {"rate", "N", "reports per second (default: as fast as the daemon acknowledges)"},
+      {"print-verdicts", "",
+       "print one line per acknowledged report: step, state, entropy mean, grad norm, anomalies"},
+      {"timeout", "SECONDS",
+       "give up when a report cannot be queued, or the last Ack has not arrived, in this time "
+       "(default 60)"},
+      {"connect-timeout", "SECONDS",
+       "give up when entrowatchd is not reachable in this time "
+       "(default 5)"},
+  };
+}
+
+// Streams reports through the client, paces them, and reports every Ack,
+// naming the origin (a trace line, a simulated step) of each report.
+class ReportStreamer {
+ public:
+  ReportStreamer(StreamSettings settings, std::ostream& out, std::ostream& err)
+      : settings_(std::move(settings)), out_(out), err_(err) {}
+
+  ~ReportStreamer() {
+    if (client_ != nullptr) {
+      client_->Close();
+    }
+  }
+
+  // Prints "cannot reach entrowatchd at ADDR: ..." on failure.
+  bool Connect() {
+    client::StreamClientOptions options;
+    options.target = settings_.addr;
+    options.initial_backoff = absl::Milliseconds(50);
+    options.max_backoff = absl::Seconds(2);
+    options.on_ack = [this](const v1::Report& report, const v1::Ack& ack) { OnAck(report, ack); };
+    absl::StatusOr<std::unique_ptr<client::StreamClient>> created =
+        client::StreamClient::Create(std::move(options));
+    absl::Status status = created.status();
+    if (status.ok()) {
+      client_ = *std::move(created);
+      status = client_->WaitForConnected(absl::Now() + settings_.connect_timeout);
+    }
+    if (!status.ok()) {
+      err_ << "cannot reach entrowatchd at " << settings_.addr << ": " << status.message() << "\n";
+      return false;
+    }
+    start_ = absl::Now();
+    return true;
+  }
+
+  // Queues one report, waiting for room and for the pace; false (printed)
+  // when the queue stayed full for the whole timeout.
+  bool Send(v1::Report report, std::string origin) {
+    uint64_t& last_seq = last_seq_[{report.run_id(), report.rank()}];
+    if (report.seq() == 0) {
+      report.set_seq(last_seq + 1);
+    }
+    last_seq = std::max(last_seq, report.seq());
+    if (settings_.rate > 0) {
+      const absl::Time due = start_ + absl::Seconds(static_cast<double>(sent_) / settings_.rate);
+      const absl::Duration wait = due - absl::Now();
+      if (wait > absl::ZeroDuration()) {
+        absl::SleepFor(wait);
+      }
+    }
+    const OriginKey key{report.run_id(), report.rank(), report.seq()};
+    {
+      absl::MutexLock lock(&mu_);
+      origins_[key].push_back(origin);
+    }
+    if (!client_->EnqueueWait(std::move(report), absl::Now() + settings_.timeout)) {
+      absl::MutexLock lock(&mu_);
+      origins_[key].pop_back();
+      err_ << origin << ": not sent: no acknowledgement from entrowatchd at " << settings_.addr
+           << " for " << absl::FormatDuration(settings_.timeout) << "\n";
+      ++unsent_;
+      return false;
+    }
+    ++sent_;
+    return true;
+  }
+
+  // Waits for every Ack; prints why when they do not all arrive.
+  bool Finish() {
+    const absl::Status status = client_->Flush(absl::Now() + settings_.timeout);
+    if (!status.ok()) {
+      absl::MutexLock lock(&mu_);
+      err_ << "timed out waiting for acknowledgements from entrowatchd at " << settings_.addr
+           << ": " << status.message() << "\n";
+      return false;
+    }
+    return true;
+  }
+
+  // Prints an error line the same way Ack lines are printed (callbacks run
+  // on the client's thread).
+  void Error(const std::string& line) {
+    absl::MutexLock lock(&mu_);
+    err_ << line << "\n";
+  }
+
+  int64_t sent() const { return sent_; }
+  int64_t unsent() const { return unsent_; }
+  int64_t acknowledged() const {
+    absl::MutexLock lock(&mu_);
+    return acknowledged_;
+  }
+  int64_t rejected() const {
+    absl::MutexLock lock(&mu_);
+    return rejected_;
+  }
+  int64_t duplicates() const {
+    absl::MutexLock lock(&mu_);
+    return duplicates_;
+  }
+  int64_t late() const {
+    absl::MutexLock lock(&mu_);
+    return late_;
+  }
+  std::optional<v1::Ack> last_ack() const {
+    return client_ == nullptr ? std::nullopt : client_->LatestAck();
+  }
+
+ private:
+  using OriginKey = std::tuple<std::string, uint32_t, uint64_t>;
+
+  void OnAck(const v1::Report& report, const v1::Ack& ack) {
+    absl::MutexLock lock(&mu_);
+    std::string origin = "?";
+    auto it = origins_.find(OriginKey{report.run_id(), report.rank(), report.seq()});
+    if (it != origins_.end() && !it->second.empty()) {
+      origin = std::move(it->second.front());
+      it->second.pop_front();
+      if (it->second.empty()) {
+        origins_.erase(it);
+      }
+    }
+    ++acknowledged_;
+    duplicates_ += ack.duplicate() ? 1 : 0;
+    late_ += ack.late() ? 1 : 0;
+    if (ack.code() != 0) {
+      ++rejected_;
+      err_ << origin << ": rejected: " << CodeName(ack.code()) << ": " << ack.message() << "\n";
+      return;
+    }
+    if (settings_.print_verdicts) {
+      out_ << FormatAckLine(origin, report, ack) << "\n";
+    }
+  }
+
+  const StreamSettings settings_;
+  std::ostream& out_;
+  std::ostream& err_;
+  std::unique_ptr<client::StreamClient> client_;
+  absl::Time start_;
+  std::map<std::pair<std::string, uint32_t>, uint64_t> last_seq_;
+  int64_t sent_ = 0;
+  int64_t unsent_ = 0;
+
+  mutable absl::Mutex mu_;  // guards the streams too: Acks print from another thread
+  std::map<OriginKey, std::deque<std::string>> origins_ ABSL_GUARDED_BY(mu_);
+  int64_t acknowledged_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t duplicates_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t late_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+int RunReplayCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                     std::ostream& err) {
+  absl::StatusOr<StreamSettings> settings = ParseStreamSettings(args, addr);
+  if (!settings.ok()) {
+    return UsageError("replay", settings.status(), err);
+  }
+  const std::string& path = args.positional()[0];
+  std::ifstream file(path);
+  if (!file) {
+    err << "cannot open " << path << "\n";
+    return kExitError;
+  }
+  ReportStreamer streamer(*std::move(settings), out, err);
+  if (!streamer.Connect()) {
+    return kExitError;
+  }
+  int64_t line_number = 0;
+  int64_t unparsable = 0;
+  std::string line;
+  while (std::getline(file, line)) {
+    ++line_number;
+    if (IsBlankLine(line)) {
+      continue;
+    }
+    absl::StatusOr<v1::Report> report = ParseReportLine(line, line_number);
+    if (!report.ok()) {
+      streamer.Error(absl::StrCat(report.status().message()));
+      ++unparsable;
+      continue;
+    }
+    streamer.Send(*std::move(report), absl::StrCat("line ", line_number));
+  }
+  const bool flushed = streamer.Finish();
+  out << "replayed " << path << ": " << streamer.sent() << " reports sent, "
+      << streamer.acknowledged() << " acknowledged (" << streamer.duplicates() << " duplicate, "
+      << streamer.late() << " late), " << streamer.rejected() << " rejected, " << unparsable
+      << " unparsable, " << streamer.unsent() << " not sent\n";
+  const bool clean =
+      flushed && streamer.rejected() == 0 && unparsable == 0 && streamer.unsent() == 0;
+  return clean ? kExitOk : kExitError;
+}
+
+int RunSimulateCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                       std::ostream& err) {
+  absl::StatusOr<StreamSettings> settings = ParseStreamSettings(args, addr);
+  if (!settings.ok()) {
+    return UsageError("simulate", settings.status(), err);
+  }
+  SimulationOptions options;
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(options.scenario, ScenarioFromName(args.GetString("scenario", "healthy")));
+    ASSIGN_OR_RETURN(options.steps, args.GetInt("steps", 200, 1, 100'000'000));
+    ASSIGN_OR_RETURN(options.onset_step,
+                     args.GetInt("onset", std::max<int64_t>(1, options.steps / 2), 1, 100'000'000));
+    ASSIGN_OR_RETURN(const int64_t ranks, args.GetInt("ranks", 1, 1, 4096));
+    options.ranks = static_cast<uint32_t>(ranks);
+    ASSIGN_OR_RETURN(const int64_t vocab, args.GetInt("vocab", 4096, 2, 1 << 20));
+    options.vocab = static_cast<uint32_t>(vocab);
+    ASSIGN_OR_RETURN(const int64_t seed, args.GetInt("seed", 1, 0, INT64_MAX));
+    options.seed = static_cast<uint64_t>(seed);
+    ASSIGN_OR_RETURN(const int64_t every, args.GetInt("logits-every", 5, 0, 1'000'000));
+    options.logits_every = static_cast<int>(every);
+    options.run_id = args.GetString("run", absl::StrCat("sim-", ScenarioName(options.scenario)));
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
+    return UsageError("simulate", status, err);
+  }
+  const bool finish = !args.Has("no-finish");
+
+  ScenarioGenerator generator(options);
+  ReportStreamer streamer(*std::move(settings), out, err);
+  if (!streamer.Connect()) {
+    return kExitError;
+  }
+  bool sent_all = true;
+  for (int64_t step = 1; step <= options.steps && sent_all; ++step) {
+    for (uint32_t rank = 0; rank < options.ranks && sent_all; ++rank) {
+      v1::Report report = generator.MakeReport(step, rank);
+      const bool last = step == options.steps && rank + 1 == options.ranks;
+      if (last && finish) {
+        // The final flag closes the run: everything else must be in first.
+        if (!streamer.Finish()) {
+          sent_all = false;
+          break;
+        }
+        report.set_final(true);
+      }
+      sent_all = streamer.Send(std::move(report), absl::StrCat("step ", step, " rank ", rank));
+    }
+  }
+  const bool flushed = streamer.Finish();
+  out << "simulated run " << options.run_id << " (scenario " << ScenarioName(options.scenario)
+      << ", onset step " << options.onset_step << "): " << options.steps << " steps x "
+      << options.ranks << " ranks, " << streamer.sent() << " reports sent, "
+      << streamer.acknowledged() << " acknowledged, " << streamer.rejected() << " rejected";
+  if (finish && sent_all) {
+    out << ", run marked finished";
+  }
+  const std::optional<v1::Ack> last_ack = streamer.last_ack();
+  if (last_ack.has_value()) {
+    out << "; last ack: step " << last_ack->step() << " state "
+        << (last_ack->verdict().state() == v1::HEALTH_STATE_UNSPECIFIED
+                ? std::string("-")
+                : v1::HealthState_Name(last_ack->verdict().state()))
+        << ", anomalies " << FormatAnomalyNames(last_ack->anomalies());
+  }
+  out << "\n";
+  return flushed && sent_all && streamer.rejected() == 0 ? kExitOk : kExitError;
+}
+
+// ---- check-config --------------------------------------------------------------
+
+int RunCheckConfigCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                          std::ostream& err) {
+  const absl::StatusOr<config::Config> config = config::LoadConfigFile(args.positional()[0]);
+  if (!config.ok()) {
+    err << config.status().message() << "\n";
+    return kExitError;
+  }
+  out << "ok\n";
+  return kExitOk;
+}
+
+std::string ScenarioList() {
+  std::string text = "scenarios (a healthy warm-up, then the pathology from the onset step):\n";
+  size_t width = 0;
+  for (const ScenarioInfo& info : AllScenarios()) {
+    width = std::max(width, info.name.size());
+  }
+  for (const ScenarioInfo& info : AllScenarios()) {
+    absl::StrAppend(&text, absl::StrFormat("  %-*s  %s\n", static_cast<int>(width),
+                                           std::string(info.name), std::string(info.description)));
+  }
+  return text;
+}
+
+const std::vector<Command>& Commands() {
+  static const auto* const kCommands = [] {
+    auto* commands = new std::vector<Command>();
+    commands->push_back(
+        {{"status",
+          "status [--run R] [--json] [flags]",
+          "Show every run the daemon tracks (a table), or one run in detail with --run.",
+          {AddrFlag(),
+           {"run", "R", "show run R: latest step summary, verdict, anomalies"},
+           {"json", "", "print the protobuf JSON of ListRunsResponse (or RunStatus with --run)"},
+           TimeoutFlag("RPC deadline in seconds")},
+          0,
+          0,
+          ""},
+         &RunStatusCommand});
+    commands->push_back({{"runs",
+                          "runs [flags]",
+                          "Print the id of every run the daemon tracks, one per line.",
+                          {AddrFlag(), TimeoutFlag("RPC deadline in seconds")},
+                          0,
+                          0,
+                          ""},
+                         &RunRunsCommand});
+    commands->push_back(
+        {{"replay", "replay FILE.jsonl [--rate N] [--print-verdicts] [flags]",
+          "Stream a trace (JSONL) to the daemon and report every rejected line.", StreamFlags(), 1,
+          1,
+          "FILE.jsonl holds one Report per line in the protobuf JSON mapping. replay waits for\n"
+          "every Ack, prints each rejected or unparsable line with its number and goes on; the\n"
+          "exit status is 1 if there was any."},
+         &RunReplayCommand});
+    std::vector<FlagSpec> simulate_flags = StreamFlags();
+    simulate_flags.insert(
+        simulate_flags.end(),
+        {{"scenario", "NAME", "what the run goes through (default healthy; see below)"},
+         {"steps", "N", "training steps, numbered from 1 (default 200)"},
+         {"onset", "STEP", "first step of the pathology (default steps/2)"},
+         {"run", "R", "run id (default sim-SCENARIO)"},
+         {"ranks", "K", "data-parallel ranks, each reporting every step (default 1)"},
+         {"vocab", "V", "vocabulary size of entropies and logits (default 4096)"},
+         {"logits-every", "N",
+          "send a raw [8, V] bf16 logits block every N steps (default 5; 0 "
+          "never)"},
+         {"seed", "S", "random seed (default 1)"},
+         {"no-finish", "", "do not mark the run finished at the end"}});
+    commands->push_back(
+        {{"simulate", "simulate [--scenario NAME] [--steps N] [flags]",
+          "Generate a synthetic training run and stream it to the daemon.", simulate_flags, 0, 0,
+          absl::StrCat("Every rank reports each step: token entropies, a raw logits block every\n"
+                       "few steps, per-head attention entropies, the global grad norm, loss and\n"
+                       "LR. The last report is marked final unless --no-finish.\n\n",
+                       ScenarioList())},
+         &RunSimulateCommand});
+    commands->push_back({{"check-config",
+                          "check-config FILE",
+                          "Parse and validate an entrowatchd config file; print ok or the error.",
+                          {},
+                          1,
+                          1,
+                          ""},
+                         &RunCheckConfigCommand});
+    return commands;
+  }();
+  return *kCommands;
+}
+
+std::string TopLevelHelp() {
+  std::string text =
+      "usage: entrowatch [--addr ADDR] COMMAND [flags]\n\n"
+      "Inspect and drive entrowatchd, the training-health monitoring daemon.\n\ncommands:\n";
+  size_t width = 0;
+  for (const Command& command : Commands()) {
+    width = std::max(width, command.spec.name.size());
+  }
+  for (const Command& command : Commands()) {
+    const std::string& summary = command.spec.summary;
+    absl::StrAppend(&text, absl::StrFormat("  %-*s  %s\n", static_cast<int>(width),
+                                           command.spec.name, summary));
+  }
+  absl::StrAppend(&text,
+                  "\nglobal flags:\n"
+                  "  --addr ADDR  entrowatchd gRPC address for every command (default "
+                  "$ENTROWATCH_ADDR or ",
+                  kDefaultAddress,
+                  ")\n"
+                  "  --version    print the version\n"
+                  "  --help       show this help\n\n"
+                  "'entrowatch COMMAND --help' describes a command. Exit status: 0 ok, 1 the "
+                  "command failed, 2 usage error.\n");
+  return text;
+}
+
+}  // namespace
+
+int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  const char* env_addr = std::getenv("ENTROWATCH_ADDR");
+  std::string addr = env_addr != nullptr && *env_addr != '\0' ? env_addr : kDefaultAddress;
+  size_t i = 0;
+  for (; i < args.size() && args[i].compare(0, 2, "--") == 0; ++i) {
+    const std::string& word = args[i];
+    if (word == "--help") {
+      out << TopLevelHelp();
+      return kExitOk;
+    }
+    if (word == "--version") {
+      out << "entrowatch " << kVersion << "\n";
+      return kExitOk;
+    }
+    if (word == "--addr" && i + 1 < args.size()) {
+      addr = args[++i];
+    } else if (word.compare(0, 7, "--addr=") == 0) {
+      addr = word.substr(7);
+    } else {
+      err << "entrowatch: unknown or incomplete global flag " << word << "\n"
+          << "run 'entrowatch --help' for usage\n";
+      return kExitUsage;
+    }
+  }
+  if (i == args.size()) {
+    err << TopLevelHelp();
+    return kExitUsage;
+  }
+  const std::string& name = args[i];
+  for (const Command& command : Commands()) {
+    if (command.spec.name != name) {
+      continue;
+    }
+    const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                                        args.end());
+    absl::StatusOr<ParsedArgs> parsed = ParseArgs(command.spec, rest);
+    if (!parsed.ok()) {
+      return UsageError(name, parsed.status(), err);
+    }
+    if (parsed->help()) {
+      out << FormatHelp(command.spec);
+      return kExitOk;
+    }
+    return command.run(*parsed, parsed->GetString("addr", addr), out, err);
+  }
+  err << "entrowatch: unknown command \"" << name << "\"\n"
+      << "run 'entrowatch --help' for the list of commands\n";
+  return kExitUsage;
+}
+
+}  // namespace entrowatch::cli

@@ -1,0 +1,32 @@
+#include "cli/trace.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace entrowatch::cli {
+
+absl::StatusOr<v1::Report> ParseReportLine(absl::string_view line, int64_t line_number) {
+  v1::Report report;
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(line.data(), line.size()), &report);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("line ", line_number, ": ",
+                     absl::string_view(status.message().data(), status.message().size())));
+  }
+  return report;
+}
+
+bool IsBlankLine(absl::string_view line) { return absl::StripAsciiWhitespace(line).empty(); }
+
+absl::StatusOr<std::string> ReportToLine(const v1::Report& report) {
+  std::string line;
+  const auto status = google::protobuf::util::MessageToJsonString(report, &line);
+  if (!status.ok()) {
+    return absl::InternalError(absl::string_view(status.message().data(), status.message().size()));
+  }
+  return line;
+}
+
+}  // namespace entrowatch::cli
