@@ -9,7 +9,10 @@ def token_entropy(logits, temperature=1.0, valid_vocab=None):
     e = np.exp(z - m)
     d = e.sum(axis=1, keepdims=True)
     p = e / d
-    return (np.log(d) + m).ravel() - (p * z).sum(axis=1)
+    # p = 0 where z = -inf (masked): those terms are 0, not nan.
+    with np.errstate(invalid="ignore"):
+        pz = np.where(p > 0, p * z, 0.0)
+    return (np.log(d) + m).ravel() - pz.sum(axis=1)
 
 
 def attention_entropy(q, k, causal=True):
