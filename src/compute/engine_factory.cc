@@ -1,17 +1,22 @@
 #include "compute/engine_factory.h"
 
+#include <algorithm>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "compute/cpu/reference_engine.h"
+#include "compute/cpu/vector_engine.h"
 
 namespace entrowatch::compute {
 namespace {
 
-// The vectorized engine is not built yet: "cpu" serves the reference engine.
-EngineSelection CpuSelection() {
+EngineSelection CpuSelection(int threads) {
+  if (threads == 0) {
+    threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   EngineSelection selection;
-  selection.engine = std::make_unique<ReferenceEngine>();
+  selection.engine = std::make_unique<VectorEngine>(threads);
   selection.backend = "cpu";
   return selection;
 }
@@ -34,10 +39,10 @@ absl::StatusOr<EngineSelection> CreateEngine(const EngineOptions& options) {
     return selection;
   }
   if (options.backend == "cpu") {
-    return CpuSelection();
+    return CpuSelection(options.threads);
   }
   if (options.backend == "cuda" || options.backend == "auto") {
-    EngineSelection selection = CpuSelection();
+    EngineSelection selection = CpuSelection(options.threads);
     if (options.backend == "cuda") {
       selection.degraded = true;
       selection.fallback_reason = "this build has no CUDA engine";

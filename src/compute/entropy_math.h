@@ -7,11 +7,14 @@
 // CPU tests exercise exactly the arithmetic the kernels run, with their
 // tiling.
 //
-// Entropy of p = softmax(x) over a row of scaled logits x = z / temperature,
-// in one pass: carry m = running max, d = sum exp(x - m) and
-// u = sum exp(x - m) * (x - m); then H = log d - u / d and p(argmax) = 1 / d.
-// Partial triples over disjoint parts of a row merge associatively, so a row
-// may be split across threads or thread blocks in any order.
+// Entropy of p = softmax(beta * z) over a row of logits z (beta = 1 /
+// temperature), in one pass: carry m = running max of z, d = sum exp(t) and
+// u = sum exp(t) * t with t = beta * (z - m); then H = log d - u / d and
+// p(argmax) = 1 / d. m stays in logit units and differences are taken before
+// scaling, so huge logits (1e4 and up) lose no precision: z - m is exact for
+// nearby values, while beta * z - beta * m is not. Partial triples over
+// disjoint parts of a row merge associatively, so a row may be split across
+// threads or thread blocks in any order.
 
 #include <math.h>
 
@@ -31,8 +34,8 @@ EW_HD T NegativeInfinity() {
   return static_cast<T>(-INFINITY);
 }
 
-// Online softmax-entropy accumulator over a set of scaled logits. Empty when
-// d == 0 (m is then -inf and u is 0).
+// Online softmax-entropy accumulator over a set of logits. Empty when d == 0
+// (m is then -inf and u is 0).
 template <typename T>
 struct EntropyAccumulator {
   T m = NegativeInfinity<T>();
@@ -40,31 +43,38 @@ struct EntropyAccumulator {
   T u = 0;
 };
 
-// Adds one scaled logit. x must be finite or -inf (a masked token, skipped).
+// Adds one logit. z must be finite or -inf (a masked token, skipped).
 template <typename T>
-EW_HD void AccumulateOne(EntropyAccumulator<T>& acc, T x) {
-  if (x == NegativeInfinity<T>()) {
+EW_HD void AccumulateOne(EntropyAccumulator<T>& acc, T z, T beta) {
+  if (z == NegativeInfinity<T>()) {
     return;
   }
-  if (x > acc.m) {
+  if (z > acc.m) {
     // Rescale the sums to the new maximum; the new element contributes
-    // exp(0) = 1 and (x - m') = 0.
-    const T shift = acc.m - x;  // <= 0, -inf when empty
-    const T s = acc.d == 0 ? T(0) : MathExp(shift);
-    acc.u = acc.d == 0 ? T(0) : s * (acc.u + acc.d * shift);
-    acc.d = acc.d * s + T(1);
-    acc.m = x;
+    // exp(0) = 1 and t = 0.
+    if (acc.d == 0) {
+      acc.u = 0;
+      acc.d = 1;
+    } else {
+      const T shift = beta * (acc.m - z);
+      const T s = MathExp(shift);
+      acc.u = s * (acc.u + acc.d * shift);
+      acc.d = acc.d * s + T(1);
+    }
+    acc.m = z;
   } else {
-    const T t = x - acc.m;
+    const T t = beta * (z - acc.m);
     const T e = MathExp(t);
     acc.d += e;
     acc.u += e * t;
   }
 }
 
-// Associative, commutative merge of two partial accumulators.
+// Associative, commutative merge of two partial accumulators of the same row
+// (same beta).
 template <typename T>
-EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyAccumulator<T>& b) {
+EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyAccumulator<T>& b,
+                                  T beta) {
   if (a.d == 0) {
     return b;
   }
@@ -73,8 +83,8 @@ EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyA
   }
   EntropyAccumulator<T> out;
   out.m = a.m > b.m ? a.m : b.m;
-  const T shift_a = a.m - out.m;
-  const T shift_b = b.m - out.m;
+  const T shift_a = beta * (a.m - out.m);
+  const T shift_b = beta * (b.m - out.m);
   const T sa = MathExp(shift_a);
   const T sb = MathExp(shift_b);
   out.d = a.d * sa + b.d * sb;
@@ -82,21 +92,21 @@ EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyA
   return out;
 }
 
-// One tile of scaled logits (finite or -inf) as a kernel thread or a CPU
-// vector lane group handles it: the tile maximum first, then one exp per
-// element against it, so a tile costs n exps instead of an exp per rescale.
+// One tile of logits (finite or -inf) as a kernel thread or a CPU vector
+// lane group handles it: the tile maximum first, then one exp per element
+// against it, so a tile costs n exps instead of an exp per rescale.
 template <typename T>
-EW_HD EntropyAccumulator<T> AccumulateTile(const T* x, int n) {
+EW_HD EntropyAccumulator<T> AccumulateTile(const T* z, int n, T beta) {
   EntropyAccumulator<T> tile;
   for (int i = 0; i < n; ++i) {
-    tile.m = x[i] > tile.m ? x[i] : tile.m;
+    tile.m = z[i] > tile.m ? z[i] : tile.m;
   }
   if (tile.m == NegativeInfinity<T>()) {
     return tile;
   }
   for (int i = 0; i < n; ++i) {
-    if (x[i] != NegativeInfinity<T>()) {
-      const T t = x[i] - tile.m;
+    if (z[i] != NegativeInfinity<T>()) {
+      const T t = beta * (z[i] - tile.m);
       const T e = MathExp(t);
       tile.d += e;
       tile.u += e * t;
@@ -127,19 +137,21 @@ EW_HD EntropyStats Finalize(const EntropyAccumulator<T>& acc, int64_t valid_voca
   return out;
 }
 
-// -log p(target) for a target whose scaled logit is x_target; +inf when the
-// target is masked (-inf).
+// -log p(target) for a target whose logit is z_target; +inf when the target
+// is masked (-inf).
 template <typename T>
-EW_HD double Surprisal(const EntropyAccumulator<T>& acc, T x_target) {
-  if (x_target == NegativeInfinity<T>()) {
+EW_HD double Surprisal(const EntropyAccumulator<T>& acc, T z_target, T beta) {
+  if (z_target == NegativeInfinity<T>()) {
     return static_cast<double>(INFINITY);
   }
-  const double s = static_cast<double>(MathLog(acc.d)) + static_cast<double>(acc.m - x_target);
+  const double s =
+      static_cast<double>(MathLog(acc.d)) + static_cast<double>(beta * (acc.m - z_target));
   return s < 0 ? 0 : s;
 }
 
-// Attention accumulator: the entropy triple plus q = sum exp(2 (x - m)) for
-// the Renyi order-2 (collision) entropy -log sum p^2 = 2 log d - log q.
+// Attention accumulator over already scaled scores x (beta = 1): the entropy
+// triple plus q = sum exp(2 (x - m)) for the Renyi order-2 (collision)
+// entropy -log sum p^2 = 2 log d - log q.
 template <typename T>
 struct AttentionAccumulator {
   EntropyAccumulator<T> h;
@@ -158,7 +170,7 @@ EW_HD void AccumulateOne(AttentionAccumulator<T>& acc, T x) {
     const T e = MathExp(x - acc.h.m);
     acc.q += e * e;
   }
-  AccumulateOne(acc.h, x);
+  AccumulateOne(acc.h, x, T(1));
 }
 
 template <typename T>
@@ -171,7 +183,7 @@ EW_HD AttentionAccumulator<T> Merge(const AttentionAccumulator<T>& a,
     return a;
   }
   AttentionAccumulator<T> out;
-  out.h = Merge(a.h, b.h);
+  out.h = Merge(a.h, b.h, T(1));
   const T sa = MathExp(a.h.m - out.h.m);
   const T sb = MathExp(b.h.m - out.h.m);
   out.q = a.q * sa * sa + b.q * sb * sb;
@@ -239,7 +251,7 @@ EW_HD SampledStats FilterSorted(const T* x_desc, int64_t n, uint32_t top_k, floa
   }
   EntropyAccumulator<T> acc;
   for (int64_t i = 0; i < kept; ++i) {
-    AccumulateOne(acc, x_desc[i]);
+    AccumulateOne(acc, x_desc[i], T(1));
   }
   const EntropyStats stats = Finalize(acc, kept);
   SampledStats out;

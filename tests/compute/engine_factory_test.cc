@@ -24,6 +24,7 @@ TEST(EngineFactoryTest, CpuBackend) {
   absl::StatusOr<EngineSelection> selection = CreateEngine(options);
   ASSERT_TRUE(selection.ok()) << selection.status();
   EXPECT_EQ(selection->backend, "cpu");
+  EXPECT_EQ(selection->engine->name(), "cpu");
   EXPECT_FALSE(selection->degraded);
   EXPECT_TRUE(selection->fallback_reason.empty());
 }
@@ -35,6 +36,7 @@ TEST(EngineFactoryTest, CudaAndAutoAlwaysYieldAWorkingEngine) {
     absl::StatusOr<EngineSelection> selection = CreateEngine(options);
     ASSERT_TRUE(selection.ok()) << selection.status();
     ASSERT_NE(selection->engine, nullptr);
+    EXPECT_EQ(selection->engine->name(), selection->backend);
     if (selection->backend == "cuda") {
       EXPECT_FALSE(selection->degraded);
     } else {

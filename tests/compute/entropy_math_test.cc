@@ -25,24 +25,27 @@ std::vector<float> RandomRow(std::mt19937_64& rng, int64_t n, float stddev, doub
   return x;
 }
 
-double NaiveEntropyOf(const std::vector<float>& x) {
-  std::vector<double> xd(x.begin(), x.end());
+double NaiveEntropyOf(const std::vector<float>& x, double beta) {
+  std::vector<double> xd;
+  for (float v : x) {
+    xd.push_back(beta * v);
+  }
   double top1;
   return testing::NaiveEntropy(xd, &top1);
 }
 
 // Tiles of `tile` elements (4 = one 16-byte fp32 load, 8 = one bf16 load),
 // merged pairwise like a block reduction.
-EntropyAccumulator<float> TiledTree(const std::vector<float>& x, int tile) {
+EntropyAccumulator<float> TiledTree(const std::vector<float>& x, int tile, float beta) {
   std::vector<EntropyAccumulator<float>> parts;
   for (size_t i = 0; i < x.size(); i += tile) {
     const int n = static_cast<int>(std::min<size_t>(tile, x.size() - i));
-    parts.push_back(AccumulateTile(x.data() + i, n));
+    parts.push_back(AccumulateTile(x.data() + i, n, beta));
   }
   while (parts.size() > 1) {
     std::vector<EntropyAccumulator<float>> next;
     for (size_t i = 0; i < parts.size(); i += 2) {
-      next.push_back(i + 1 < parts.size() ? Merge(parts[i], parts[i + 1]) : parts[i]);
+      next.push_back(i + 1 < parts.size() ? Merge(parts[i], parts[i + 1], beta) : parts[i]);
     }
     parts.swap(next);
   }
@@ -53,40 +56,52 @@ TEST(EntropyMathTest, FloatTilingsAndMergeOrdersMatchFloat64) {
   std::mt19937_64 rng(11);
   for (int64_t n : {1, 3, 4, 5, 8, 127, 4096, 152064}) {
     for (float stddev : {0.01f, 2.0f, 50.0f}) {
-      const std::vector<float> x = RandomRow(rng, n, stddev, 0.1);
-      const double want = NaiveEntropyOf(x);
-      const double tol = 1e-5 * std::max(1.0, want);
-      for (int tile : {4, 8, 64}) {
-        const EntropyStats tree = Finalize(TiledTree(x, tile), n);
-        EXPECT_NEAR(tree.entropy, want, tol) << n << " " << stddev << " tile " << tile;
+      for (float offset : {0.0f, 1e4f}) {
+        const float beta = 1.0f / 0.7f;
+        std::vector<float> x = RandomRow(rng, n, stddev, 0.1);
+        for (float& v : x) {
+          v += offset;  // huge logits: precision must come from z - m, not beta * z
+        }
+        const double want = NaiveEntropyOf(x, beta);
+        const double tol = 1e-5 * std::max(1.0, want);
+        SCOPED_TRACE(::testing::Message() << n << " " << stddev << " " << offset);
+        for (int tile : {4, 8, 64}) {
+          const EntropyStats tree = Finalize(TiledTree(x, tile, beta), n);
+          EXPECT_NEAR(tree.entropy, want, tol) << "tile " << tile;
+        }
+        if (n <= 4096) {
+          // One float accumulator element by element (the scalar tails):
+          // sequential rounding grows like sqrt(n), so only short spans.
+          EntropyAccumulator<float> streamed;
+          for (float v : x) {
+            AccumulateOne(streamed, v, beta);
+          }
+          EXPECT_NEAR(Finalize(streamed, n).entropy, want, tol);
+        }
+        // Right-to-left fold of uneven chunks: merge order must not matter.
+        EntropyAccumulator<float> reversed;
+        for (int64_t end = n; end > 0;) {
+          const int64_t begin = std::max<int64_t>(0, end - 1 - (end * 7919) % 1000);
+          reversed = Merge(AccumulateTile(x.data() + begin, static_cast<int>(end - begin), beta),
+                           reversed, beta);
+          end = begin;
+        }
+        EXPECT_NEAR(Finalize(reversed, n).entropy, want, tol);
       }
-      EntropyAccumulator<float> streamed;
-      for (float v : x) {
-        AccumulateOne(streamed, v);
-      }
-      EXPECT_NEAR(Finalize(streamed, n).entropy, want, tol) << n << " " << stddev;
-      // Right-to-left fold of uneven chunks: merge order must not matter.
-      EntropyAccumulator<float> reversed;
-      for (int64_t end = n; end > 0;) {
-        const int64_t begin = std::max<int64_t>(0, end - 1 - (end * 7919) % 1000);
-        reversed = Merge(AccumulateTile(x.data() + begin, static_cast<int>(end - begin)), reversed);
-        end = begin;
-      }
-      EXPECT_NEAR(Finalize(reversed, n).entropy, want, tol) << n << " " << stddev;
     }
   }
 }
 
 TEST(EntropyMathTest, EmptyAccumulatorIsTheMergeIdentity) {
   const float x[3] = {1.0f, -testing::kInf, 2.0f};
-  const EntropyAccumulator<float> a = AccumulateTile(x, 3);
+  const EntropyAccumulator<float> a = AccumulateTile(x, 3, 1.0f);
   const EntropyAccumulator<float> empty;
   const float masked[2] = {-testing::kInf, -testing::kInf};
-  const EntropyAccumulator<float> all_masked = AccumulateTile(masked, 2);
+  const EntropyAccumulator<float> all_masked = AccumulateTile(masked, 2, 1.0f);
   EXPECT_EQ(all_masked.d, 0.0f);
   for (const EntropyAccumulator<float>& e : {empty, all_masked}) {
-    const EntropyAccumulator<float> left = Merge(e, a);
-    const EntropyAccumulator<float> right = Merge(a, e);
+    const EntropyAccumulator<float> left = Merge(e, a, 1.0f);
+    const EntropyAccumulator<float> right = Merge(a, e, 1.0f);
     EXPECT_EQ(left.m, a.m);
     EXPECT_EQ(left.d, a.d);
     EXPECT_EQ(right.u, a.u);
@@ -98,7 +113,7 @@ TEST(EntropyMathTest, SurprisalAndTop1) {
   const EntropyAccumulator<double> acc = [&] {
     EntropyAccumulator<double> a;
     for (float v : x) {
-      AccumulateOne(a, static_cast<double>(v));
+      AccumulateOne(a, static_cast<double>(v), 1.0);
     }
     return a;
   }();
@@ -107,8 +122,8 @@ TEST(EntropyMathTest, SurprisalAndTop1) {
     z += std::exp(static_cast<double>(v));
   }
   EXPECT_NEAR(Finalize(acc, 4).top1_prob, std::exp(2.0) / z, 1e-12);
-  EXPECT_NEAR(Surprisal(acc, 0.5), -std::log(std::exp(0.5) / z), 1e-12);
-  EXPECT_EQ(Surprisal(acc, -static_cast<double>(testing::kInf)), INFINITY);
+  EXPECT_NEAR(Surprisal(acc, 0.5, 1.0), -std::log(std::exp(0.5) / z), 1e-12);
+  EXPECT_EQ(Surprisal(acc, -static_cast<double>(testing::kInf), 1.0), INFINITY);
 }
 
 TEST(EntropyMathTest, AttentionAccumulatorMergesLikeOneStream) {

@@ -25,7 +25,7 @@ RowEntropy ComputeRow(const LogitsInput& in, int64_t r, std::vector<double>& scr
       out.status = RowStatus::kNonFinite;
       return out;
     }
-    AccumulateOne(acc, beta * static_cast<double>(z));
+    AccumulateOne(acc, static_cast<double>(z), beta);
   }
   if (acc.d == 0) {
     out.status = RowStatus::kAllMasked;
@@ -37,7 +37,7 @@ RowEntropy ComputeRow(const LogitsInput& in, int64_t r, std::vector<double>& scr
   out.top1_prob = stats.top1_prob;
   if (!in.target_ids.empty()) {
     const float z_target = common::LoadAsFloat(in.logits.dtype, row, in.target_ids[r]);
-    out.surprisal = Surprisal(acc, beta * static_cast<double>(z_target));
+    out.surprisal = Surprisal(acc, static_cast<double>(z_target), beta);
   }
   if (in.sampling()) {
     scratch.clear();

@@ -1,0 +1,35 @@
+#pragma once
+
+// Highway kernels of the vectorized CPU engine, dispatched at run time to
+// the best instruction set of the host (AVX-512, AVX2, SSE4, ...). Stateless
+// and thread-safe.
+
+#include <cstdint>
+
+#include "absl/strings/string_view.h"
+#include "common/tensor_view.h"
+#include "compute/entropy_math.h"
+
+namespace entrowatch::compute {
+
+struct ChunkPartial {
+  EntropyAccumulator<float> acc;  // m in logit units, d and u as entropy_math.h
+  bool non_finite = false;        // a NaN or +Inf among the columns read
+};
+
+// Columns [begin, end) of one row of `dtype` logits with beta = 1 /
+// temperature, in one read: lane-wise online accumulators in float (exp2
+// with the scale folded in), merged across lanes at the end. Partials of
+// disjoint column ranges merge with Merge(a, b, beta).
+ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begin, int64_t end,
+                              float beta);
+
+// Appends `keys` scores scale * (q . k_j) of consecutive key rows (row stride
+// d, fp32) into the attention accumulator.
+void AccumulateAttentionScores(const float* q, const float* k, int64_t keys, int64_t d, float scale,
+                               AttentionAccumulator<float>* acc);
+
+// The instruction set chosen on this host, e.g. "AVX3" (AVX-512) or "AVX2".
+absl::string_view VectorTargetName();
+
+}  // namespace entrowatch::compute
