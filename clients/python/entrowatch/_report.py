@@ -1,5 +1,7 @@
 """One step's worth of log_* calls, and its encoding as a wire Report."""
 
+import time
+
 import numpy as np
 
 from entrowatch import _arrays
@@ -124,6 +126,12 @@ def _host_floats(x):
     return _arrays.as_float32(host, dtype).reshape(-1)
 
 
+def _yield_gil():
+    # Encoding holds the GIL; the trainer's thread, if it wants it back, would
+    # otherwise wait up to sys.getswitchinterval() (5 ms) per block.
+    time.sleep(0)
+
+
 def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
     """The wire Report for a StepReport. Reads device tensors (host copies)."""
     out = pb.Report(run_id=run_id, rank=rank, world_size=world_size, step=report.step,
@@ -131,10 +139,12 @@ def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
     out.time.FromNanoseconds(report.time_ns)
     for item in report.logits:
         block = _encode_logits(item, drop_nonfinite, dropped)
+        _yield_gil()
         if block is not None:
             out.logits.append(block)
     for item in report.attention:
         block = _encode_attention(item, drop_nonfinite, dropped)
+        _yield_gil()
         if block is not None:
             out.attention.append(block)
     for values, vocab_size, kinds in report.token_entropies:

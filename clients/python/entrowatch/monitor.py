@@ -240,7 +240,7 @@ class Monitor:
         self._add(step, lambda r: r.token_entropies.append(entry), _arrays.nbytes(x))
 
     def log_attention(self, step, layer, q, k, causal=True, scale=None, query_kinds=None,
-                      queries=None, batch_index=0):
+                      queries=None, batch_index=0, _owned=False):
         """Attention queries and keys of one sequence for attention entropy.
 
         q: [heads, nq, d] or [batch, heads, nq, d]; k: [kv_heads, nk, d] or
@@ -288,7 +288,9 @@ class Monitor:
             query_kinds = _arrays.copy_of(query_kinds.reshape(-1)[-nq:])
         if scale is not None and not float(scale) > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        item = _report.AttentionItem(layer, _arrays.copy_of(q), _arrays.copy_of(k), bool(causal),
+        if not _owned:  # the caller may overwrite its tensors once this returns
+            q, k = _arrays.copy_of(q), _arrays.copy_of(k)
+        item = _report.AttentionItem(layer, q, k, bool(causal),
                                      None if scale is None else float(scale), query_kinds)
         self._add(step, lambda r: r.attention.append(item), _arrays.nbytes(q) + _arrays.nbytes(k))
 

@@ -190,7 +190,9 @@ def watch(model, monitor, lm_head=None, attention_modules=None, every=1, rows=..
                 if w.active():
                     with torch.no_grad():
                         q, k = extract(module, inputs, output)
-                    monitor.log_attention(w.step, layer, q, k, causal=causal, queries=queries)
+                    # q and k are fresh tensors made for this call: no copy needed.
+                    monitor.log_attention(w.step, layer, q, k, causal=causal, queries=queries,
+                                          _owned=qk_fn is None)
 
             w._handles.append(module.register_forward_hook(on_attention))
     return w

@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""Overhead of entrowatch monitoring on a training loop, and enqueue latency.
+
+Trains examples/train_tiny_lm.py's model on CPU, alternating blocks of steps
+with monitoring on (Monitor + entrowatch.torch.watch at default settings:
+logits rows, attention Q/K of every layer, grad norm, loss and lr every step)
+and off (hooks removed), in the same process, so machine noise hits both
+alike. Reports the median per-step time of each mode, the median over block
+pairs of monitored / unmonitored, and the latency distribution of every
+monitoring call made on the training thread.
+
+    /usr/bin/python3 bench/python/overhead.py --daemon build/src/daemon/entrowatchd
+    /usr/bin/python3 bench/python/overhead.py --address 127.0.0.1:50551
+
+The entrowatch package must be importable (installed, or PYTHONPATH with
+generated stubs).
+"""
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+import entrowatch
+import entrowatch.torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
+import train_tiny_lm as lm  # noqa: E402
+
+
+def start_daemon(binary, workdir):
+    config = os.path.join(workdir, "entrowatch.yaml")
+    ready = os.path.join(workdir, "ready.json")
+    with open(config, "w") as f:
+        f.write('grpc: {listen: "127.0.0.1:0"}\nmetrics: {listen: "127.0.0.1:0"}\n')
+    log = open(os.path.join(workdir, "entrowatchd.log"), "wb")
+    proc = subprocess.Popen([binary, "--config", config, "--ready-file", ready], stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"entrowatchd exited with {proc.returncode}")
+        try:
+            with open(ready) as f:
+                return proc, json.load(f)["grpc_address"]
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("entrowatchd did not become ready")
+
+
+class TimedCalls:
+    """Wraps a Monitor's log_* methods to record each call's latency."""
+
+    def __init__(self, mon):
+        self.latency = collections.defaultdict(list)
+        for name in ("log_logits", "log_attention", "log_grad_norm", "log_scalars"):
+            setattr(mon, name, self._wrap(name, getattr(mon, name)))
+
+    def _wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter_ns()
+            fn(*args, **kwargs)
+            self.latency[name].append(time.perf_counter_ns() - t0)
+        return timed
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--daemon", default=os.environ.get("ENTROWATCH_DAEMON"),
+                   help="entrowatchd binary to start on free ports")
+    p.add_argument("--address", help="address of a running entrowatchd instead")
+    p.add_argument("--blocks", type=int, default=20, help="block pairs (monitored + unmonitored)")
+    p.add_argument("--steps-per-block", type=int, default=5)
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--json", help="write the results here as JSON")
+    args = p.parse_args()
+    if not args.address and not args.daemon:
+        raise SystemExit("give --daemon BIN or --address HOST:PORT")
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    proc = None
+    if args.address:
+        address = args.address
+    else:
+        proc, address = start_daemon(args.daemon, tempfile.mkdtemp(prefix="entrowatch-bench-"))
+    try:
+        gen = torch.Generator().manual_seed(0)
+        model = lm.TinyLM()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        data = lm.batches(lm.load_text(2_000_000), 12, 64, False, gen)
+        mon = entrowatch.Monitor(address, run_id=f"bench-overhead-{os.getpid()}", rank=0, world_size=1)
+        timed = TimedCalls(mon)
+        step = 0
+
+        def run(steps, monitored):
+            nonlocal step
+            watch = None
+            if monitored:
+                watch = entrowatch.torch.watch(model, mon, lm_head=model.head,
+                                               attention_modules=[b.attn for b in model.blocks])
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                x, y = next(data)
+                if watch is not None:
+                    watch.step = step
+                logits = model(x)
+                loss = F.cross_entropy(logits.reshape(-1, lm.VOCAB), y.reshape(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if watch is not None:
+                    watch.log_grad_norm()
+                    mon.log_scalars(step, loss=loss.detach(), lr=3e-3)
+                opt.step()
+                times.append(time.perf_counter() - t0)
+                step += 1
+            if watch is not None:
+                watch.remove()
+            return times
+
+        run(args.warmup_steps, True)
+        run(args.warmup_steps, False)
+        timed.latency.clear()
+        per_mode = {True: [], False: []}
+        ratios = []
+        for _ in range(args.blocks):
+            order = [True, False]
+            random.shuffle(order)
+            medians = {}
+            for monitored in order:
+                times = run(args.steps_per_block, monitored)
+                per_mode[monitored].extend(times)
+                medians[monitored] = statistics.median(times)
+            ratios.append(medians[True] / medians[False])
+        flushed = mon.flush(30)
+        stats = vars(mon.stats).copy()
+        mon.close()
+    finally:
+        if proc is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+
+    result = {
+        "date_utc": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"torch {torch.__version__}, {args.threads} torch thread(s)",
+        "steps_per_mode": len(per_mode[True]),
+        "step_ms_monitored": 1000 * statistics.median(per_mode[True]),
+        "step_ms_unmonitored": 1000 * statistics.median(per_mode[False]),
+        "ratio_median_of_block_pairs": statistics.median(ratios),
+        "ratio_block_pairs_p10_p90": [percentile(ratios, 0.1), percentile(ratios, 0.9)],
+        "latency_us": {name: {"calls": len(v), "p50": percentile(v, 0.5) / 1e3,
+                              "p99": percentile(v, 0.99) / 1e3, "max": max(v) / 1e3}
+                       for name, v in sorted(timed.latency.items())},
+        "all_acknowledged": flushed,
+        "client_stats": stats,
+    }
+    print(f"entrowatch Python client overhead ({result['date_utc']} UTC, {result['machine']})")
+    print(f"  {args.blocks} interleaved block pairs x {args.steps_per_block} steps")
+    print(f"  median step   unmonitored {result['step_ms_unmonitored']:8.2f} ms   "
+          f"monitored {result['step_ms_monitored']:8.2f} ms")
+    lo, hi = result["ratio_block_pairs_p10_p90"]
+    print(f"  monitored / unmonitored: median {result['ratio_median_of_block_pairs']:.4f} "
+          f"(block pairs p10 {lo:.4f}, p90 {hi:.4f})")
+    print("  training-thread latency of each monitoring call (us):")
+    print(f"    {'call':16s} {'calls':>6s} {'p50':>8s} {'p99':>8s} {'max':>9s}")
+    for name, l in result["latency_us"].items():
+        print(f"    {name:16s} {l['calls']:6d} {l['p50']:8.1f} {l['p99']:8.1f} {l['max']:9.1f}")
+    print(f"  reports acked {stats['acked']}, dropped {stats['dropped_queue_full']}, "
+          f"rejected {stats['rejected']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
