@@ -1,9 +1,8 @@
 """The client against a real entrowatchd: round trips, states, restarts."""
 
 import math
-import re
-import threading
-import time
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,9 +10,11 @@ import torch
 
 import entrowatch
 import entrowatch.torch
-from conftest import wait_for
+from conftest import free_port
 from entrowatch.v1 import entrowatch_pb2 as pb
 from reference import attention_entropy, bf16_round, token_entropy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 FAST_ANALYSIS = """
 analysis:
@@ -220,3 +221,32 @@ def test_torch_watch_hooks_and_grad_norm(daemon):
         assert 0 < s.layers[0].mean_entropy <= math.log(10)
     assert steps[4].grad_norm == pytest.approx(last_norm, rel=1e-4)
     mon.close()
+
+
+def test_ddp_ranks_report_one_step_together(daemon, tmp_path):
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        log = open(tmp_path / f"rank{rank}.log", "wb")
+        procs.append((subprocess.Popen(
+            [os.environ["ENTROWATCH_PY_VENV_PYTHON"], os.path.join(HERE, "ddp_worker.py"),
+             daemon.grpc_address, "ddp", "4"], env=env, stdout=log, stderr=subprocess.STDOUT),
+            tmp_path / f"rank{rank}.log"))
+    for proc, log in procs:
+        try:
+            rc = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        assert rc == 0, log.read_text()
+    run = get_run(daemon, "ddp")
+    assert run.world_size == 2 and run.finished
+    steps = {s.step: s for s in run.history}
+    assert sorted(steps) == [0, 1, 2, 3]
+    for s in steps.values():
+        assert (s.ranks_reported, s.complete) == (2, True)
+        assert s.token_count == 2 * 32 and s.has_grad_norm
+        assert s.grad_norm_disagreements == 0  # DDP all-reduced the gradients
+        assert len(s.layers) == 1
