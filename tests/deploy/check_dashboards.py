@@ -110,7 +110,7 @@ def check_queries(path, dashboard, url, args, problems, report):
                 problems.append(f"{where}: no data for {expr}")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prometheus", help="base URL of a Prometheus to run the queries on")
     parser.add_argument("--start-prometheus", action="store_true",
@@ -122,7 +122,7 @@ def main():
     parser.add_argument("--range-seconds", type=int, default=300)
     parser.add_argument("--step", type=int, default=5)
     parser.add_argument("files", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     files = args.files or sorted(glob.glob(os.path.join(DASHBOARDS, "*.json")))
     problems, report = [], []
