@@ -4,6 +4,7 @@
 - The PrometheusRule in the base holds exactly the groups of
   deploy/prometheus/entrowatch.rules.yml (the source of truth). With
   --write-prometheusrule it is regenerated from that file instead.
+- Every alert's runbook_url names a section of docs/runbooks.md.
 - Every kustomization lists files that exist, every manifest has apiVersion,
   kind and metadata.name, containers run as non-root with a read-only root
   file system, and the Service selects the pods of the workload.
@@ -13,6 +14,7 @@ Exit status 0 when everything holds; otherwise each problem is printed.
 
 import argparse
 import os
+import re
 import sys
 
 import yaml
@@ -21,6 +23,7 @@ DEPLOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "d
 RULES = os.path.join(DEPLOY, "prometheus", "entrowatch.rules.yml")
 KUBE = os.path.join(DEPLOY, "kubernetes")
 PROMETHEUS_RULE = os.path.join(KUBE, "base", "prometheusrule.yaml")
+RUNBOOKS = os.path.join(DEPLOY, "..", "docs", "runbooks.md")
 
 HEADER = """\
 # Generated from deploy/prometheus/entrowatch.rules.yml (the source of truth);
@@ -55,6 +58,25 @@ def check_prometheus_rule(problems):
     if doc.get("spec", {}).get("groups") != rules["groups"]:
         problems.append(f"{PROMETHEUS_RULE}: groups differ from {RULES}; "
                         "run check_manifests.py --write-prometheusrule")
+
+
+def github_anchor(heading):
+    anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return anchor.replace(" ", "-")
+
+
+def check_runbooks(problems):
+    with open(RUNBOOKS) as f:
+        anchors = {github_anchor(line.lstrip("#")) for line in f if line.startswith("#")}
+    with open(RULES) as f:
+        rules = yaml.safe_load(f)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            url = rule.get("annotations", {}).get("runbook_url", "")
+            path, _, anchor = url.partition("#")
+            if path != "docs/runbooks.md" or anchor not in anchors:
+                problems.append(f"{rule['alert']}: runbook_url {url!r} names no section of "
+                                "docs/runbooks.md")
 
 
 def check_workload(path, doc, problems):
@@ -123,6 +145,7 @@ def main():
         return 0
     problems = []
     check_prometheus_rule(problems)
+    check_runbooks(problems)
     seen = set()
     for root, dirs, files in os.walk(KUBE):
         if "kustomization.yaml" in files:
