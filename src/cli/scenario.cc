@@ -91,26 +91,33 @@ double EntropyOfLogits(const std::vector<double>& logits) {
 }
 
 std::vector<uint16_t> BFloat16RowWithEntropy(const std::vector<double>& base, double target_nats) {
+  // Shifting the maximum to 0 keeps the logits that carry the probability
+  // mass small, where bfloat16 is fine-grained; softmax does not change.
+  const double max = *std::max_element(base.begin(), base.end());
+  std::vector<double> shifted(base.size());
+  for (size_t i = 0; i < base.size(); ++i) {
+    shifted[i] = base[i] - max;
+  }
   std::vector<uint16_t> bits(base.size());
   // Entropy falls monotonically from log V at beta = 0 as beta grows: find an
   // upper bracket, then bisect.
   double lo = 0;
   double hi = 1;
-  while (hi < 1e6 && QuantizedEntropy(base, hi, &bits) > target_nats) {
+  while (hi < 1e6 && QuantizedEntropy(shifted, hi, &bits) > target_nats) {
     lo = hi;
     hi *= 2;
   }
   for (int i = 0; i < 50; ++i) {
     const double mid = 0.5 * (lo + hi);
-    if (QuantizedEntropy(base, mid, &bits) > target_nats) {
+    if (QuantizedEntropy(shifted, mid, &bits) > target_nats) {
       lo = mid;
     } else {
       hi = mid;
     }
   }
-  const double h_lo = QuantizedEntropy(base, lo, &bits);
-  const double h_hi = QuantizedEntropy(base, hi, &bits);
-  QuantizedEntropy(base, std::abs(h_lo - target_nats) < std::abs(h_hi - target_nats) ? lo : hi,
+  const double h_lo = QuantizedEntropy(shifted, lo, &bits);
+  const double h_hi = QuantizedEntropy(shifted, hi, &bits);
+  QuantizedEntropy(shifted, std::abs(h_lo - target_nats) < std::abs(h_hi - target_nats) ? lo : hi,
                    &bits);
   return bits;
 }

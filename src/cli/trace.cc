@@ -11,9 +11,11 @@ absl::StatusOr<v1::Report> ParseReportLine(absl::string_view line, int64_t line_
   const auto status = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(line.data(), line.size()), &report);
   if (!status.ok()) {
+    // The parser appends an excerpt with a caret on further lines; one line
+    // per error keeps replay's output readable.
+    const absl::string_view message(status.message().data(), status.message().size());
     return absl::InvalidArgumentError(
-        absl::StrCat("line ", line_number, ": ",
-                     absl::string_view(status.message().data(), status.message().size())));
+        absl::StrCat("line ", line_number, ": ", message.substr(0, message.find('\n'))));
   }
   return report;
 }
