@@ -190,8 +190,13 @@ std::vector<std::string> YamlMap::Keys() const {
 }
 
 absl::Status YamlMap::CheckNoUnknownKeys() const {
+  std::set<std::string> keys;
   for (const auto& kv : node_) {
     const std::string& key = kv.first.Scalar();
+    if (!keys.insert(key).second) {
+      return absl::InvalidArgumentError(absl::StrCat("config: duplicate key '", Join(path_, key),
+                                                     "' (line ", kv.first.Mark().line + 1, ")"));
+    }
     if (asked_.find(key) == asked_.end()) {
       std::vector<std::string> known(asked_.begin(), asked_.end());
       return absl::InvalidArgumentError(absl::StrCat(

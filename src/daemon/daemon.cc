@@ -81,6 +81,8 @@ absl::Status Daemon::Start() {
   int port = 0;
   builder.AddListeningPort(config_.grpc.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.grpc.max_message_bytes));
+  // Without this a second daemon could bind the same port and split traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {

@@ -1,0 +1,189 @@
+#include "testing/daemon_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace entrowatch::testing {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string JsonField(const std::string& json, const std::string& key) {
+  std::smatch m;
+  std::regex re("\"" + key + "\":\\s*\"([^\"]*)\"");
+  return std::regex_search(json, m, re) ? m[1].str() : "";
+}
+
+}  // namespace
+
+std::string DaemonBinary() {
+  const char* env = std::getenv("ENTROWATCHD");
+  return env != nullptr ? env : ENTROWATCHD_PATH;
+}
+
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const std::string& extra_yaml,
+                                                                    absl::Duration ready_timeout) {
+  std::unique_ptr<DaemonProcess> d(new DaemonProcess());
+  char tmpl[] = "/tmp/entrowatch-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) {
+    return absl::InternalError("mkdtemp failed");
+  }
+  d->dir_ = tmpl;
+  d->config_path_ = d->dir_ + "/entrowatch.yaml";
+  {
+    std::ofstream out(d->config_path_);
+    const bool own_grpc = extra_yaml.rfind("grpc:", 0) == 0 || absl::StrContains(extra_yaml, "\ngrpc:");
+    const bool own_metrics =
+        extra_yaml.rfind("metrics:", 0) == 0 || absl::StrContains(extra_yaml, "\nmetrics:");
+    if (!own_grpc) {
+      out << "grpc: {listen: \"127.0.0.1:0\"}\n";
+    }
+    if (!own_metrics) {
+      out << "metrics: {listen: \"127.0.0.1:0\"}\n";
+    }
+    out << extra_yaml;
+  }
+  const std::string ready = d->dir_ + "/ready.json";
+  const std::string log = d->dir_ + "/daemon.log";
+  const std::string binary = DaemonBinary();
+  pid_t pid = fork();
+  if (pid < 0) {
+    return absl::InternalError("fork failed");
+  }
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(binary.c_str(), binary.c_str(), "--config", d->config_path_.c_str(), "--ready-file",
+          ready.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  d->pid_ = pid;
+  const absl::Time deadline = absl::Now() + ready_timeout;
+  while (absl::Now() < deadline) {
+    const std::string json = ReadFile(ready);
+    if (!json.empty()) {
+      d->grpc_address_ = JsonField(json, "grpc_address");
+      d->metrics_address_ = JsonField(json, "metrics_address");
+      return d;
+    }
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      d->exited_ = true;
+      return absl::FailedPreconditionError(
+          absl::StrCat("entrowatchd exited with ", WEXITSTATUS(status), ": ", ReadFile(log)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("entrowatchd not ready: ", ReadFile(log)));
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0 && !exited_) {
+    kill(pid_, SIGTERM);
+    if (!Wait(absl::Seconds(10)).ok()) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  if (!dir_.empty() && std::getenv("ENTROWATCH_KEEP_TEST_DIRS") == nullptr) {
+    RunCommand("rm -rf '" + dir_ + "'");
+  }
+}
+
+void DaemonProcess::Signal(int sig) const { kill(pid_, sig); }
+
+absl::StatusOr<int> DaemonProcess::Wait(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return absl::DeadlineExceededError("entrowatchd did not exit");
+}
+
+std::string DaemonProcess::Log() const { return ReadFile(dir_ + "/daemon.log"); }
+
+absl::StatusOr<std::string> DaemonProcess::Scrape() const {
+  return HttpGet(metrics_address_, "/metrics");
+}
+
+CommandResult RunCommand(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) {
+    return result;
+  }
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) {
+    result.output.append(buffer, n);
+  }
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError("bad address " + address);
+  }
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return absl::UnavailableError("cannot connect to " + address);
+  }
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+  if (send(fd, request.data(), request.size(), 0) < 0) {
+    close(fd);
+    return absl::UnavailableError("send failed");
+  }
+  std::string response;
+  char buffer[8192];
+  ssize_t n;
+  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
+    response.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (body == std::string::npos) {
+    return absl::UnavailableError("no HTTP response from " + address);
+  }
+  return response.substr(body + 4);
+}
+
+}  // namespace entrowatch::testing
