@@ -75,8 +75,11 @@ absl::Status ParseThresholds(YamlMap& root, AnalysisThresholds* t) {
     auto& s = t->states;
     RETURN_IF_ERROR(GetInRange(m, "enter_steps", 1, 100000, &s.enter_steps));
     RETURN_IF_ERROR(GetInRange(m, "exit_steps", 1, 100000, &s.exit_steps));
+    RETURN_IF_ERROR(GetInRange(m, "smoothing_steps", 1, 1000, &s.smoothing_steps));
     RETURN_IF_ERROR(GetInRange(m, "entropy_z", 0.1, 1000.0, &s.entropy_z));
     RETURN_IF_ERROR(GetInRange(m, "grad_norm_z", 0.1, 1000.0, &s.grad_norm_z));
+    RETURN_IF_ERROR(GetInRange(m, "joint_z", 0.1, 1000.0, &s.joint_z));
+    RETURN_IF_ERROR(GetInRange(m, "confirm_z", 0.0, 1000.0, &s.confirm_z));
     RETURN_IF_ERROR(GetInRange(m, "low_normalized_entropy", 0.0, 1.0, &s.low_normalized_entropy));
     RETURN_IF_ERROR(GetInRange(m, "high_normalized_entropy", 0.0, 1.0, &s.high_normalized_entropy));
     if (s.low_normalized_entropy >= s.high_normalized_entropy) {

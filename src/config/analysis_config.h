@@ -34,10 +34,17 @@ struct AnalysisThresholds {
 
   // The health state machine (TRAIN and ROLLOUT steps).
   struct States {
-    int enter_steps = 3;     // consecutive steps a candidate state needs before it is entered
-    int exit_steps = 5;      // consecutive steps away from a state before it is left
+    int enter_steps = 3;  // consecutive steps a candidate state needs before it is entered
+    int exit_steps = 5;   // consecutive steps away from a state before it is left
+    // Levels are judged on the mean of the last this many steps (sigma scaled
+    // by 1/sqrt(n)), which tames the sampling noise of one step.
+    int smoothing_steps = 3;
     double entropy_z = 3;    // |z| of the step's mean token entropy for LOW / HIGH
     double grad_norm_z = 3;  // |z| of log(grad norm) for LOW / HIGH
+    // When hypot(entropy z, grad z) >= joint_z, each signal needs only
+    // |z| >= confirm_z to take a side (strong joint evidence).
+    double joint_z = 4.5;
+    double confirm_z = 1;
     // Absolute bounds on normalized entropy (H / log V): they override the
     // z-score, so a run that drifted slowly to near-zero entropy is still LOW.
     double low_normalized_entropy = 0.1;
@@ -50,7 +57,7 @@ struct AnalysisThresholds {
     double relative_drop = 0.6;             // or a drop of this fraction of the baseline...
     int window_steps = 20;                  // ...within this many steps
     double attention_floor_nats = 0.05;     // a head at or below is near one-hot
-    double attention_head_fraction = 0.75;  // fraction of heads near one-hot
+    double attention_head_fraction = 0.75;  // fraction of a layer's heads near one-hot
   } entropy_collapse;
 
   struct EntropicOverload {

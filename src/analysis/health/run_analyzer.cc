@@ -173,6 +173,19 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
 
   verdict_.set_step(step.step());
   if (index != kEval && has_tokens) {
+    PhaseState::Recent recent;
+    recent.entropy = step.entropy_mean();
+    double normalized = 0;
+    if (NormalizedEntropy(step, &normalized)) {
+      recent.normalized = normalized;
+    }
+    recent.has_grad =
+        step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
+    recent.log_grad = recent.has_grad ? std::log(step.grad_norm()) : 0;
+    phase.recent.push_back(recent);
+    while (phase.recent.size() > static_cast<size_t>(t.states.smoothing_steps)) {
+      phase.recent.pop_front();
+    }
     if (!tokens_warm) {
       if (verdict_.state() == v1::WARMUP) {
         verdict_.set_reason(absl::StrCat("warming up: ", phase.entropy.count(), " of ",
@@ -228,76 +241,112 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
   const BaselineParams params = Params();
   Candidate c;
 
-  Level entropy = Level::kMid;
+  // Means over the recent steps; z-scores use sigma / sqrt(n) accordingly.
+  double entropy_sum = 0;
+  double normalized_sum = 0;
+  bool normalized_known = true;
+  double log_grad_sum = 0;
+  int grads = 0;
+  for (const auto& r : phase.recent) {
+    entropy_sum += r.entropy;
+    normalized_sum += r.normalized;
+    normalized_known = normalized_known && r.normalized >= 0;
+    if (r.has_grad) {
+      log_grad_sum += r.log_grad;
+      ++grads;
+    }
+  }
+  const double n = static_cast<double>(phase.recent.size());
+  const double entropy = entropy_sum / n;
+  const double normalized = normalized_sum / n;
+  const double entropy_z =
+      (entropy - phase.entropy.mean()) / (phase.entropy.sigma(params) / std::sqrt(n));
+
+  const bool has_grad =
+      step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
+  const bool grad_judged = has_grad && grads > 0 && phase.log_grad_norm.warm(params);
+  double grad_z = 0;
+  double grad_norm = 0;
+  if (grad_judged) {
+    const double log_grad = log_grad_sum / grads;
+    grad_norm = std::exp(log_grad);
+    grad_z = (log_grad - phase.log_grad_norm.mean()) /
+             (phase.log_grad_norm.sigma(params) / std::sqrt(static_cast<double>(grads)));
+  }
+
+  // Joint evidence: when the two z-scores together are far out (their
+  // Euclidean norm at least joint_z), each needs only confirm_z to take a
+  // side. Without this, an exploding grad norm whose entropy wavers around
+  // its baseline would never be classified.
+  const bool joint = grad_judged && std::hypot(entropy_z, grad_z) >= s.joint_z;
+  const double entropy_bar = joint ? std::min(s.confirm_z, s.entropy_z) : s.entropy_z;
+  const double grad_bar = joint ? std::min(s.confirm_z, s.grad_norm_z) : s.grad_norm_z;
+
+  Level entropy_level = Level::kMid;
   bool entropy_absolute = false;
-  double normalized = 0;
-  const double entropy_z = phase.entropy.ZScore(step.entropy_mean(), params);
-  if (NormalizedEntropy(step, &normalized) && normalized <= s.low_normalized_entropy) {
-    entropy = Level::kLow;
+  if (normalized_known && normalized <= s.low_normalized_entropy) {
+    entropy_level = Level::kLow;
     entropy_absolute = true;
     c.evidence.push_back(
         MakeEvidence("normalized_entropy_mean", normalized, s.low_normalized_entropy, "<="));
-  } else if (NormalizedEntropy(step, &normalized) && normalized >= s.high_normalized_entropy) {
-    entropy = Level::kHigh;
+  } else if (normalized_known && normalized >= s.high_normalized_entropy) {
+    entropy_level = Level::kHigh;
     entropy_absolute = true;
     c.evidence.push_back(
         MakeEvidence("normalized_entropy_mean", normalized, s.high_normalized_entropy, ">="));
-  } else if (entropy_z <= -s.entropy_z) {
-    entropy = Level::kLow;
-    c.evidence.push_back(MakeEvidence("token_entropy_mean_z", entropy_z, -s.entropy_z, "z<="));
-  } else if (entropy_z >= s.entropy_z) {
-    entropy = Level::kHigh;
-    c.evidence.push_back(MakeEvidence("token_entropy_mean_z", entropy_z, s.entropy_z, "z>="));
+  } else if (entropy_z <= -entropy_bar) {
+    entropy_level = Level::kLow;
+    c.evidence.push_back(MakeEvidence("token_entropy_mean_z", entropy_z, -entropy_bar, "z<="));
+  } else if (entropy_z >= entropy_bar) {
+    entropy_level = Level::kHigh;
+    c.evidence.push_back(MakeEvidence("token_entropy_mean_z", entropy_z, entropy_bar, "z>="));
   }
-  if (entropy != Level::kMid) {
-    c.evidence.push_back(MakeEvidence("token_entropy_mean_nats", step.entropy_mean(),
-                                      phase.entropy.mean(), "baseline"));
+  if (entropy_level != Level::kMid) {
+    c.evidence.push_back(
+        MakeEvidence("token_entropy_mean_nats", entropy, phase.entropy.mean(), "baseline"));
   }
 
   Level grad = Level::kMid;
-  double grad_z = 0;
-  if (step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm()) &&
-      phase.log_grad_norm.warm(params)) {
-    grad_z = phase.log_grad_norm.ZScore(std::log(step.grad_norm()), params);
-    if (grad_z <= -s.grad_norm_z) {
+  if (grad_judged) {
+    if (grad_z <= -grad_bar) {
       grad = Level::kLow;
-      c.evidence.push_back(MakeEvidence("log_grad_norm_z", grad_z, -s.grad_norm_z, "z<="));
-    } else if (grad_z >= s.grad_norm_z) {
+      c.evidence.push_back(MakeEvidence("log_grad_norm_z", grad_z, -grad_bar, "z<="));
+    } else if (grad_z >= grad_bar) {
       grad = Level::kHigh;
-      c.evidence.push_back(MakeEvidence("log_grad_norm_z", grad_z, s.grad_norm_z, "z>="));
+      c.evidence.push_back(MakeEvidence("log_grad_norm_z", grad_z, grad_bar, "z>="));
     }
     if (grad != Level::kMid) {
-      c.evidence.push_back(MakeEvidence("grad_norm", step.grad_norm(),
-                                        std::exp(phase.log_grad_norm.mean()), "baseline"));
+      c.evidence.push_back(
+          MakeEvidence("grad_norm", grad_norm, std::exp(phase.log_grad_norm.mean()), "baseline"));
     }
   }
 
   const std::string entropy_text =
-      entropy_absolute
-          ? absl::StrCat(
-                "normalized token entropy ", Num(normalized),
-                entropy == Level::kLow ? " <= " : " >= ",
-                Num(entropy == Level::kLow ? s.low_normalized_entropy : s.high_normalized_entropy))
-          : absl::StrCat("token entropy ", Num(step.entropy_mean()), " nats (z ", Num(entropy_z),
-                         " vs baseline ", Num(phase.entropy.mean()), ")");
+      entropy_absolute ? absl::StrCat("normalized token entropy ", Num(normalized),
+                                      entropy_level == Level::kLow ? " <= " : " >= ",
+                                      Num(entropy_level == Level::kLow ? s.low_normalized_entropy
+                                                                       : s.high_normalized_entropy))
+                       : absl::StrCat("token entropy ", Num(entropy), " nats (z ", Num(entropy_z),
+                                      " vs baseline ", Num(phase.entropy.mean()), ")");
   const std::string grad_text =
-      absl::StrCat("grad norm ", Num(step.grad_norm()), " (log z ", Num(grad_z), ")");
+      has_grad ? absl::StrCat("grad norm ", Num(grad_norm), " (log z ", Num(grad_z), ")")
+               : std::string("no grad norm");
 
   // An absolute entropy bound is decisive on its own: near-zero entropy with
   // ordinary updates is the comfort zone, near-uniform entropy with ordinary
   // updates is stagnation. A high grad norm still turns them into the
   // pathological and panic states.
-  if (entropy == Level::kLow && grad == Level::kHigh) {
+  if (entropy_level == Level::kLow && grad == Level::kHigh) {
     c.state = v1::PATHOLOGICAL_CONFIDENCE;
     c.reason = absl::StrCat("low entropy with high grad norm: ", entropy_text, ", ", grad_text);
-  } else if (entropy == Level::kHigh && grad == Level::kHigh) {
+  } else if (entropy_level == Level::kHigh && grad == Level::kHigh) {
     c.state = v1::PANIC_ZONE;
     c.reason = absl::StrCat("high entropy with high grad norm: ", entropy_text, ", ", grad_text);
-  } else if (entropy == Level::kLow && (grad == Level::kLow || entropy_absolute)) {
+  } else if (entropy_level == Level::kLow && (grad == Level::kLow || entropy_absolute)) {
     c.state = v1::COMFORT_ZONE;
     c.reason = absl::StrCat("low entropy with ", grad == Level::kLow ? "low" : "ordinary",
                             " grad norm: ", entropy_text, ", ", grad_text);
-  } else if (entropy == Level::kHigh && (grad == Level::kLow || entropy_absolute)) {
+  } else if (entropy_level == Level::kHigh && (grad == Level::kLow || entropy_absolute)) {
     c.state = v1::STAGNATION;
     c.reason = absl::StrCat("high entropy with ", grad == Level::kLow ? "low" : "ordinary",
                             " grad norm: ", entropy_text, ", ", grad_text);
@@ -326,12 +375,23 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
   if (verdict_.state() == v1::WARMUP) {
     enter(v1::NORMAL, step.step());
   }
-  if (candidate.state == streak_state_) {
-    ++streak_length_;
+  if (candidate.state == same_state_) {
+    ++same_length_;
   } else {
-    streak_state_ = candidate.state;
-    streak_length_ = 1;
-    streak_start_ = step.step();
+    same_state_ = candidate.state;
+    same_length_ = 1;
+    same_start_ = step.step();
+  }
+  if (candidate.state == v1::NORMAL) {
+    abnormal_run_.clear();
+  } else {
+    if (abnormal_run_.empty()) {
+      abnormal_start_ = step.step();
+    }
+    abnormal_run_.push_back(candidate);
+    while (abnormal_run_.size() > static_cast<size_t>(s.enter_steps)) {
+      abnormal_run_.pop_front();
+    }
   }
 
   const v1::HealthState current = verdict_.state();
@@ -340,17 +400,35 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
     describe(candidate);
     return;
   }
-  if (candidate.state != v1::NORMAL && streak_length_ >= s.enter_steps) {
-    enter(candidate.state, streak_start_);
-    describe(candidate);
+  if (current == v1::NORMAL) {
+    if (abnormal_run_.size() >= static_cast<size_t>(s.enter_steps)) {
+      // Abnormal steps whose exact state wavers (entropy on either side of
+      // its baseline under a grad-norm explosion) still enter: the most
+      // frequent state of the run, the newest on a tie.
+      const auto count = [&](v1::HealthState st) {
+        return std::count_if(abnormal_run_.begin(), abnormal_run_.end(),
+                             [st](const Candidate& c) { return c.state == st; });
+      };
+      const Candidate* chosen = &abnormal_run_.back();
+      for (auto it = abnormal_run_.rbegin(); it != abnormal_run_.rend(); ++it) {
+        if (count(it->state) > count(chosen->state)) {
+          chosen = &*it;
+        }
+      }
+      enter(chosen->state, abnormal_start_);
+      describe(*chosen);
+      return;
+    }
+    describe(
+        Candidate{v1::NORMAL,
+                  absl::StrCat("within baselines (", abnormal_run_.size(), " of ", s.enter_steps,
+                               " abnormal steps needed to change state): ", candidate.reason),
+                  {}});
     return;
   }
-  if (current == v1::NORMAL) {
-    describe(Candidate{
-        v1::NORMAL,
-        absl::StrCat("within baselines (", v1::HealthState_Name(candidate.state), " for ",
-                     streak_length_, " of ", s.enter_steps, " steps needed): ", candidate.reason),
-        {}});
+  if (candidate.state != v1::NORMAL && same_length_ >= s.enter_steps) {
+    enter(candidate.state, same_start_);
+    describe(candidate);
     return;
   }
   ++away_length_;
@@ -397,24 +475,31 @@ RunAnalyzer::Finding RunAnalyzer::TokenCollapse(const v1::StepSummary& step,
 
 RunAnalyzer::Finding RunAnalyzer::AttentionCollapse(const v1::StepSummary& step) const {
   const auto& c = thresholds_.values.entropy_collapse;
-  int heads = 0;
-  int collapsed = 0;
+  Finding f;
+  std::vector<std::string> collapsed_layers;
+  double largest_fraction = 0;
   for (const auto& layer : step.layers()) {
+    if (layer.head_mean_entropy_size() == 0) {
+      continue;
+    }
+    f.outcome = Outcome::kFalse;
+    int collapsed = 0;
     for (double h : layer.head_mean_entropy()) {
-      ++heads;
       collapsed += h <= c.attention_floor_nats ? 1 : 0;
     }
+    const double fraction = static_cast<double>(collapsed) / layer.head_mean_entropy_size();
+    if (fraction >= c.attention_head_fraction) {
+      largest_fraction = std::max(largest_fraction, fraction);
+      collapsed_layers.push_back(absl::StrCat("layer ", layer.layer(), " (", collapsed, " of ",
+                                              layer.head_mean_entropy_size(), " heads)"));
+    }
   }
-  Finding f;
-  if (heads == 0) {
-    return f;
-  }
-  const double fraction = static_cast<double>(collapsed) / heads;
-  f.outcome = fraction >= c.attention_head_fraction ? Outcome::kTrue : Outcome::kFalse;
-  if (f.outcome == Outcome::kTrue) {
-    f.reason = absl::StrCat(collapsed, " of ", heads, " attention heads at or below ",
-                            Num(c.attention_floor_nats), " nats (near one-hot)");
-    f.evidence.push_back(MakeEvidence("attention_heads_near_one_hot_fraction", fraction,
+  if (!collapsed_layers.empty()) {
+    f.outcome = Outcome::kTrue;
+    f.reason =
+        absl::StrCat("attention heads near one-hot (at or below ", Num(c.attention_floor_nats),
+                     " nats): ", NameSubjects(collapsed_layers));
+    f.evidence.push_back(MakeEvidence("attention_heads_near_one_hot_fraction", largest_fraction,
                                       c.attention_head_fraction, ">="));
   }
   return f;

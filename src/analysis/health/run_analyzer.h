@@ -68,6 +68,14 @@ class RunAnalyzer {
     EwBaseline log_grad_norm;                     // log of the global grad norm
     EwBaseline generated;                         // mean entropy of generated tokens
     std::deque<double> entropy_baseline_history;  // baseline mean after each step
+    // The last states.smoothing_steps steps the state machine judged.
+    struct Recent {
+      double entropy = 0;
+      double normalized = -1;  // < 0: vocabulary unknown
+      double log_grad = 0;
+      bool has_grad = false;
+    };
+    std::deque<Recent> recent;
     // Page-Hinkley state on the step mean entropy.
     int64_t drift_count = 0;
     double drift_mean = 0;
@@ -125,9 +133,14 @@ class RunAnalyzer {
   std::map<std::pair<uint32_t, int>, std::deque<double>> attention_history_;
 
   entrowatch::v1::Verdict verdict_;
-  entrowatch::v1::HealthState streak_state_ = entrowatch::v1::NORMAL;
-  int streak_length_ = 0;
-  uint64_t streak_start_ = 0;
+  // Hysteresis: the current run of identical candidates, the current run of
+  // abnormal candidates (and their states, newest last), and the steps since
+  // the candidate last matched the current state.
+  entrowatch::v1::HealthState same_state_ = entrowatch::v1::NORMAL;
+  int same_length_ = 0;
+  uint64_t same_start_ = 0;
+  std::deque<Candidate> abnormal_run_;
+  uint64_t abnormal_start_ = 0;
   int away_length_ = 0;
 
   std::map<std::pair<entrowatch::v1::Pattern, std::string>, Track> tracks_;
