@@ -7,7 +7,10 @@ logits rows, attention Q/K of every layer, grad norm, loss and lr every step)
 and off (hooks removed), in the same process, so machine noise hits both
 alike. Reports the median per-step time of each mode, the median over block
 pairs of monitored / unmonitored, and the latency distribution of every
-monitoring call made on the training thread.
+monitoring call made on the training thread. A second phase times the log
+calls alone (a new step per iteration, so each iteration also hands a report
+to the sender), paced at --enqueue-interval-ms so the sender keeps up: the
+client's own enqueue cost without the training step around it.
 
     /usr/bin/python3 bench/python/overhead.py --daemon build/src/daemon/entrowatchd
     /usr/bin/python3 bench/python/overhead.py --address 127.0.0.1:50551
@@ -77,6 +80,19 @@ class TimedCalls:
         return timed
 
 
+def latency_table(latency_ns):
+    return {name: {"calls": len(v), "p50": percentile(v, 0.5) / 1e3,
+                   "p99": percentile(v, 0.99) / 1e3, "max": max(v) / 1e3}
+            for name, v in sorted(latency_ns.items())}
+
+
+def print_latency(title, table):
+    print(title)
+    print(f"    {'call':16s} {'calls':>6s} {'p50':>8s} {'p99':>8s} {'max':>9s}")
+    for name, l in table.items():
+        print(f"    {name:16s} {l['calls']:6d} {l['p50']:8.1f} {l['p99']:8.1f} {l['max']:9.1f}")
+
+
 def percentile(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -91,6 +107,8 @@ def main():
     p.add_argument("--steps-per-block", type=int, default=5)
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--enqueue-iterations", type=int, default=3000)
+    p.add_argument("--enqueue-interval-ms", type=float, default=2.0)
     p.add_argument("--json", help="write the results here as JSON")
     args = p.parse_args()
     if not args.address and not args.daemon:
@@ -153,6 +171,16 @@ def main():
                 medians[monitored] = statistics.median(times)
             ratios.append(medians[True] / medians[False])
         flushed = mon.flush(30)
+        loop_latency = dict(timed.latency)
+
+        timed.latency.clear()
+        logits = torch.randn(12, 64, lm.VOCAB)
+        for i in range(args.enqueue_iterations):
+            mon.log_logits(step + i, logits)
+            mon.log_scalars(step + i, loss=2.0, lr=3e-3)
+            time.sleep(args.enqueue_interval_ms / 1000)
+        flushed = mon.flush(30) and flushed
+        enqueue_latency = dict(timed.latency)
         stats = vars(mon.stats).copy()
         mon.close()
     finally:
@@ -169,9 +197,8 @@ def main():
         "step_ms_unmonitored": 1000 * statistics.median(per_mode[False]),
         "ratio_median_of_block_pairs": statistics.median(ratios),
         "ratio_block_pairs_p10_p90": [percentile(ratios, 0.1), percentile(ratios, 0.9)],
-        "latency_us": {name: {"calls": len(v), "p50": percentile(v, 0.5) / 1e3,
-                              "p99": percentile(v, 0.99) / 1e3, "max": max(v) / 1e3}
-                       for name, v in sorted(timed.latency.items())},
+        "training_loop_latency_us": latency_table(loop_latency),
+        "enqueue_latency_us": latency_table(enqueue_latency),
         "all_acknowledged": flushed,
         "client_stats": stats,
     }
@@ -182,10 +209,11 @@ def main():
     lo, hi = result["ratio_block_pairs_p10_p90"]
     print(f"  monitored / unmonitored: median {result['ratio_median_of_block_pairs']:.4f} "
           f"(block pairs p10 {lo:.4f}, p90 {hi:.4f})")
-    print("  training-thread latency of each monitoring call (us):")
-    print(f"    {'call':16s} {'calls':>6s} {'p50':>8s} {'p99':>8s} {'max':>9s}")
-    for name, l in result["latency_us"].items():
-        print(f"    {name:16s} {l['calls']:6d} {l['p50']:8.1f} {l['p99']:8.1f} {l['max']:9.1f}")
+    print_latency("  latency of each monitoring call inside the training loop (us; log_grad_norm "
+                  "computes the norm):", result["training_loop_latency_us"])
+    print_latency(f"  enqueue latency, log calls alone, one step every {args.enqueue_interval_ms} ms "
+                  f"(us; log_logits samples {12 * 64}x{lm.VOCAB} fp32 to 32 rows):",
+                  result["enqueue_latency_us"])
     print(f"  reports acked {stats['acked']}, dropped {stats['dropped_queue_full']}, "
           f"rejected {stats['rejected']}")
     if args.json:
