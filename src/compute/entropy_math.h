@@ -1,20 +1,21 @@
 #pragma once
 
 // The entropy math every engine shares: the CPU reference (in double), the
-// vectorized CPU engine's scalar tails and merges (in float) and the CUDA
-// kernels (in float, on the device). Everything here is EW_HD (host and
-// device under nvcc, plain inline otherwise) and free of CUDA headers, so the
-// CPU tests exercise exactly the arithmetic the kernels run, with their
-// tiling.
+// vectorized CPU engine's tails and merges (in float) and the CUDA kernels
+// (in float, on the device). Everything here is EW_HD (host and device under
+// nvcc, plain inline otherwise) and free of CUDA headers, so the CPU tests
+// exercise the arithmetic the kernels run, with their tiling.
 //
 // Entropy of p = softmax(beta * z) over a row of logits z (beta = 1 /
-// temperature), in one pass: carry m = running max of z, d = sum exp(t) and
-// u = sum exp(t) * t with t = beta * (z - m); then H = log d - u / d and
-// p(argmax) = 1 / d. m stays in logit units and differences are taken before
-// scaling, so huge logits (1e4 and up) lose no precision: z - m is exact for
-// nearby values, while beta * z - beta * m is not. Partial triples over
-// disjoint parts of a row merge associatively, so a row may be split across
-// threads or thread blocks in any order.
+// temperature), in one pass, in base 2 so that each element costs one exp2
+// with the scale folded in: with scale2 = beta * log2(e) and
+// t = scale2 * (z - m), carry m = running max of z, d = sum 2^t and
+// u = sum 2^t * t; then H = ln d - ln 2 * u / d (nats) and p(argmax) = 1 / d.
+// m stays in logit units and differences are taken before scaling, so huge
+// logits (1e4 and up) lose no precision: z - m is exact for nearby values,
+// while scale2 * z - scale2 * m is not. Partial triples over disjoint parts of
+// a row merge associatively, so a row may be split across threads or thread
+// blocks in any order.
 
 #include <math.h>
 
@@ -24,8 +25,11 @@
 
 namespace entrowatch::compute {
 
-EW_HD float MathExp(float x) { return expf(x); }
-EW_HD double MathExp(double x) { return exp(x); }
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+EW_HD float MathExp2(float x) { return exp2f(x); }
+EW_HD double MathExp2(double x) { return exp2(x); }
 EW_HD float MathLog(float x) { return logf(x); }
 EW_HD double MathLog(double x) { return log(x); }
 
@@ -33,6 +37,24 @@ template <typename T>
 EW_HD T NegativeInfinity() {
   return static_cast<T>(-INFINITY);
 }
+
+// scale2 for a temperature's beta = 1 / temperature.
+template <typename T>
+EW_HD T Log2Scale(T beta) {
+  return beta * static_cast<T>(kLog2e);
+}
+
+// The CUDA token-entropy kernel's tiling, shared with the CPU tests that
+// replay it. A block of kTokenBlockThreads threads walks a row, or one of the
+// row's split-vocab chunks: at each step thread i loads kTokenLoadsPerStep
+// 16-byte vectors (vector s * kTokenBlockThreads * kTokenLoadsPerStep +
+// l * kTokenBlockThreads + i, so every load instruction is coalesced) and
+// folds their values in with one AccumulateTile; elements before the first
+// 16-byte boundary of the row and after its last whole vector go through
+// AccumulateOne; the threads' accumulators merge in a block reduction.
+constexpr int kTokenBlockThreads = 256;
+constexpr int kTokenLoadsPerStep = 2;
+constexpr int kLoadBytes = 16;
 
 // Online softmax-entropy accumulator over a set of logits. Empty when d == 0
 // (m is then -inf and u is 0).
@@ -43,38 +65,66 @@ struct EntropyAccumulator {
   T u = 0;
 };
 
+// Rescales a non-empty accumulator to a larger maximum m_new.
+template <typename T>
+EW_HD void Rescale(EntropyAccumulator<T>& acc, T m_new, T scale2) {
+  if (acc.d != 0) {
+    const T shift = scale2 * (acc.m - m_new);  // <= 0
+    const T s = MathExp2(shift);
+    acc.u = s * (acc.u + acc.d * shift);
+    acc.d = acc.d * s;
+  }
+  acc.m = m_new;
+}
+
 // Adds one logit. z must be finite or -inf (a masked token, skipped).
 template <typename T>
-EW_HD void AccumulateOne(EntropyAccumulator<T>& acc, T z, T beta) {
+EW_HD void AccumulateOne(EntropyAccumulator<T>& acc, T z, T scale2) {
   if (z == NegativeInfinity<T>()) {
     return;
   }
   if (z > acc.m) {
-    // Rescale the sums to the new maximum; the new element contributes
-    // exp(0) = 1 and t = 0.
-    if (acc.d == 0) {
-      acc.u = 0;
-      acc.d = 1;
-    } else {
-      const T shift = beta * (acc.m - z);
-      const T s = MathExp(shift);
-      acc.u = s * (acc.u + acc.d * shift);
-      acc.d = acc.d * s + T(1);
-    }
-    acc.m = z;
+    // The new element contributes 2^0 = 1 and t = 0.
+    Rescale(acc, z, scale2);
+    acc.d += T(1);
   } else {
-    const T t = beta * (z - acc.m);
-    const T e = MathExp(t);
+    const T t = scale2 * (z - acc.m);
+    const T e = MathExp2(t);
     acc.d += e;
     acc.u += e * t;
   }
 }
 
+// Adds a tile of n logits (finite or -inf) the way a kernel thread handles
+// the values of its 16-byte loads: the tile maximum first, one rescale at
+// most, then one exp2 per element against the running maximum.
+template <typename T>
+EW_HD void AccumulateTile(EntropyAccumulator<T>& acc, const T* z, int n, T scale2) {
+  T tile_max = NegativeInfinity<T>();
+  for (int i = 0; i < n; ++i) {
+    tile_max = z[i] > tile_max ? z[i] : tile_max;
+  }
+  if (tile_max == NegativeInfinity<T>()) {
+    return;
+  }
+  if (tile_max > acc.m) {
+    Rescale(acc, tile_max, scale2);
+  }
+  for (int i = 0; i < n; ++i) {
+    if (z[i] != NegativeInfinity<T>()) {
+      const T t = scale2 * (z[i] - acc.m);
+      const T e = MathExp2(t);
+      acc.d += e;
+      acc.u += e * t;
+    }
+  }
+}
+
 // Associative, commutative merge of two partial accumulators of the same row
-// (same beta).
+// (same scale2).
 template <typename T>
 EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyAccumulator<T>& b,
-                                  T beta) {
+                                  T scale2) {
   if (a.d == 0) {
     return b;
   }
@@ -83,36 +133,13 @@ EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyA
   }
   EntropyAccumulator<T> out;
   out.m = a.m > b.m ? a.m : b.m;
-  const T shift_a = beta * (a.m - out.m);
-  const T shift_b = beta * (b.m - out.m);
-  const T sa = MathExp(shift_a);
-  const T sb = MathExp(shift_b);
+  const T shift_a = scale2 * (a.m - out.m);
+  const T shift_b = scale2 * (b.m - out.m);
+  const T sa = MathExp2(shift_a);
+  const T sb = MathExp2(shift_b);
   out.d = a.d * sa + b.d * sb;
   out.u = sa * (a.u + a.d * shift_a) + sb * (b.u + b.d * shift_b);
   return out;
-}
-
-// One tile of logits (finite or -inf) as a kernel thread or a CPU vector
-// lane group handles it: the tile maximum first, then one exp per element
-// against it, so a tile costs n exps instead of an exp per rescale.
-template <typename T>
-EW_HD EntropyAccumulator<T> AccumulateTile(const T* z, int n, T beta) {
-  EntropyAccumulator<T> tile;
-  for (int i = 0; i < n; ++i) {
-    tile.m = z[i] > tile.m ? z[i] : tile.m;
-  }
-  if (tile.m == NegativeInfinity<T>()) {
-    return tile;
-  }
-  for (int i = 0; i < n; ++i) {
-    if (z[i] != NegativeInfinity<T>()) {
-      const T t = beta * (z[i] - tile.m);
-      const T e = MathExp(t);
-      tile.d += e;
-      tile.u += e * t;
-    }
-  }
-  return tile;
 }
 
 struct EntropyStats {
@@ -121,14 +148,14 @@ struct EntropyStats {
   double top1_prob = 0;
 };
 
-// Entropy, normalized entropy and top-1 probability of a non-empty
+// Entropy (nats), normalized entropy and top-1 probability of a non-empty
 // accumulator over `valid_vocab` columns. The entropy is clamped to
-// [0, log valid_vocab], the range rounding can leave by a few ulps.
+// [0, ln valid_vocab], the range rounding can leave by a few ulps.
 template <typename T>
 EW_HD EntropyStats Finalize(const EntropyAccumulator<T>& acc, int64_t valid_vocab) {
   EntropyStats out;
   const double log_v = log(static_cast<double>(valid_vocab));
-  double h = static_cast<double>(MathLog(acc.d) - acc.u / acc.d);
+  double h = static_cast<double>(MathLog(acc.d)) - kLn2 * static_cast<double>(acc.u / acc.d);
   h = h < 0 ? 0 : h;
   h = h > log_v ? log_v : h;
   out.entropy = h;
@@ -137,21 +164,21 @@ EW_HD EntropyStats Finalize(const EntropyAccumulator<T>& acc, int64_t valid_voca
   return out;
 }
 
-// -log p(target) for a target whose logit is z_target; +inf when the target
+// -ln p(target) for a target whose logit is z_target; +inf when the target
 // is masked (-inf).
 template <typename T>
-EW_HD double Surprisal(const EntropyAccumulator<T>& acc, T z_target, T beta) {
+EW_HD double Surprisal(const EntropyAccumulator<T>& acc, T z_target, T scale2) {
   if (z_target == NegativeInfinity<T>()) {
     return static_cast<double>(INFINITY);
   }
   const double s =
-      static_cast<double>(MathLog(acc.d)) + static_cast<double>(beta * (acc.m - z_target));
+      static_cast<double>(MathLog(acc.d)) + kLn2 * static_cast<double>(scale2 * (acc.m - z_target));
   return s < 0 ? 0 : s;
 }
 
-// Attention accumulator over already scaled scores x (beta = 1): the entropy
-// triple plus q = sum exp(2 (x - m)) for the Renyi order-2 (collision)
-// entropy -log sum p^2 = 2 log d - log q.
+// Attention accumulator over already scaled scores x (scale2 = log2 e): the
+// entropy triple plus q = sum 2^(2t) for the Renyi order-2 (collision)
+// entropy -ln sum p^2 = 2 ln d - ln q.
 template <typename T>
 struct AttentionAccumulator {
   EntropyAccumulator<T> h;
@@ -160,22 +187,24 @@ struct AttentionAccumulator {
 
 template <typename T>
 EW_HD void AccumulateOne(AttentionAccumulator<T>& acc, T x) {
+  const T scale2 = static_cast<T>(kLog2e);
   if (x == NegativeInfinity<T>()) {
     return;
   }
   if (x > acc.h.m) {
-    const T s = acc.h.d == 0 ? T(0) : MathExp(acc.h.m - x);
+    const T s = acc.h.d == 0 ? T(0) : MathExp2(scale2 * (acc.h.m - x));
     acc.q = acc.q * s * s + T(1);
   } else {
-    const T e = MathExp(x - acc.h.m);
+    const T e = MathExp2(scale2 * (x - acc.h.m));
     acc.q += e * e;
   }
-  AccumulateOne(acc.h, x, T(1));
+  AccumulateOne(acc.h, x, scale2);
 }
 
 template <typename T>
 EW_HD AttentionAccumulator<T> Merge(const AttentionAccumulator<T>& a,
                                     const AttentionAccumulator<T>& b) {
+  const T scale2 = static_cast<T>(kLog2e);
   if (a.h.d == 0) {
     return b;
   }
@@ -183,9 +212,9 @@ EW_HD AttentionAccumulator<T> Merge(const AttentionAccumulator<T>& a,
     return a;
   }
   AttentionAccumulator<T> out;
-  out.h = Merge(a.h, b.h, T(1));
-  const T sa = MathExp(a.h.m - out.h.m);
-  const T sb = MathExp(b.h.m - out.h.m);
+  out.h = Merge(a.h, b.h, scale2);
+  const T sa = MathExp2(scale2 * (a.h.m - out.h.m));
+  const T sb = MathExp2(scale2 * (b.h.m - out.h.m));
   out.q = a.q * sa * sa + b.q * sb * sb;
   return out;
 }
@@ -196,13 +225,13 @@ struct AttentionStats {
 };
 
 // Entropies of a non-empty accumulator over `keys` keys, clamped to
-// [0, log keys] (Renyi-2 never exceeds Shannon in exact arithmetic).
+// [0, ln keys] (Renyi-2 never exceeds Shannon in exact arithmetic).
 template <typename T>
 EW_HD AttentionStats FinalizeAttention(const AttentionAccumulator<T>& acc, int64_t keys) {
   AttentionStats out;
   const double log_n = log(static_cast<double>(keys));
   const double log_d = static_cast<double>(MathLog(acc.h.d));
-  double h = log_d - static_cast<double>(acc.h.u / acc.h.d);
+  double h = log_d - kLn2 * static_cast<double>(acc.h.u / acc.h.d);
   double h2 = 2 * log_d - static_cast<double>(MathLog(acc.q));
   h = h < 0 ? 0 : (h > log_n ? log_n : h);
   h2 = h2 < 0 ? 0 : (h2 > h ? h : h2);
@@ -221,38 +250,53 @@ struct SampledStats {
   double top1_prob = 0;
 };
 
+// Number of leading entries of `x_desc` (n >= 1 scaled logits, descending)
+// that top-k keeps: k plus the entries tied with the k-th; n when off.
+template <typename T>
+EW_HD int64_t TopKCount(const T* x_desc, int64_t n, uint32_t top_k) {
+  if (top_k == 0 || static_cast<int64_t>(top_k) >= n) {
+    return n;
+  }
+  const T kth = x_desc[top_k - 1];
+  int64_t kept = top_k;
+  while (kept < n && x_desc[kept] == kth) {
+    ++kept;
+  }
+  return kept;
+}
+
+// Number of leading entries of `x_desc` (descending, the top-k survivors)
+// that top-p keeps: up to and including the first whose cumulative
+// probability, renormalized over the n entries, exceeds p.
+template <typename T>
+EW_HD int64_t TopPCount(const T* x_desc, int64_t n, float top_p) {
+  if (top_p >= 1.0f) {
+    return n;
+  }
+  const T scale2 = static_cast<T>(kLog2e);
+  T total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    total += MathExp2(scale2 * (x_desc[i] - x_desc[0]));
+  }
+  T cumulative = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    cumulative += MathExp2(scale2 * (x_desc[i] - x_desc[0])) / total;
+    if (cumulative > static_cast<T>(top_p)) {
+      return i + 1;
+    }
+  }
+  return n;
+}
+
 // `x_desc` holds the row's n >= 1 finite scaled logits (masked tokens have
 // zero probability before and after filtering), sorted in descending order;
-// with top-k only its first min(n, top_k + ties) entries are read, so a
-// caller may sort only that prefix. top_k 0 = off, top_p >= 1 = off.
+// only the first TopKCount entries are read, so a caller may sort only that
+// prefix. top_k 0 = off, top_p >= 1 = off.
 template <typename T>
 EW_HD SampledStats FilterSorted(const T* x_desc, int64_t n, uint32_t top_k, float top_p) {
-  int64_t kept = n;
-  if (top_k > 0 && static_cast<int64_t>(top_k) < n) {
-    const T kth = x_desc[top_k - 1];
-    kept = top_k;
-    while (kept < n && x_desc[kept] == kth) {
-      ++kept;
-    }
-  }
-  if (top_p < 1.0f) {
-    T total = 0;
-    for (int64_t i = 0; i < kept; ++i) {
-      total += MathExp(x_desc[i] - x_desc[0]);
-    }
-    T cumulative = 0;
-    for (int64_t i = 0; i < kept; ++i) {
-      cumulative += MathExp(x_desc[i] - x_desc[0]) / total;
-      if (cumulative > static_cast<T>(top_p)) {
-        kept = i + 1;
-        break;
-      }
-    }
-  }
+  const int64_t kept = TopPCount(x_desc, TopKCount(x_desc, n, top_k), top_p);
   EntropyAccumulator<T> acc;
-  for (int64_t i = 0; i < kept; ++i) {
-    AccumulateOne(acc, x_desc[i], T(1));
-  }
+  AccumulateTile(acc, x_desc, static_cast<int>(kept), static_cast<T>(kLog2e));
   const EntropyStats stats = Finalize(acc, kept);
   SampledStats out;
   out.entropy = stats.entropy;

@@ -34,22 +34,49 @@ double NaiveEntropyOf(const std::vector<float>& x, double beta) {
   return testing::NaiveEntropy(xd, &top1);
 }
 
-// Tiles of `tile` elements (4 = one 16-byte fp32 load, 8 = one bf16 load),
-// merged pairwise like a block reduction.
-EntropyAccumulator<float> TiledTree(const std::vector<float>& x, int tile, float beta) {
-  std::vector<EntropyAccumulator<float>> parts;
-  for (size_t i = 0; i < x.size(); i += tile) {
-    const int n = static_cast<int>(std::min<size_t>(tile, x.size() - i));
-    parts.push_back(AccumulateTile(x.data() + i, n, beta));
+// Replays the CUDA token kernel's tiling (entropy_math.h) on one row of
+// floats: `head` scalar elements, whole vectors of `per_vector` elements in
+// `splits` chunks, each chunk walked by kTokenBlockThreads accumulators with
+// kTokenLoadsPerStep loads per step, a pairwise tree per chunk, the scalar
+// tail, and the chunks merged in order.
+EntropyAccumulator<float> ReplayTokenKernel(const std::vector<float>& x, int64_t head,
+                                            int per_vector, int64_t splits, float scale2) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  head = std::min(head, n);
+  const int64_t vectors = (n - head) / per_vector;
+  EntropyAccumulator<float> row;
+  for (int64_t i = 0; i < head; ++i) {
+    AccumulateOne(row, x[i], scale2);
   }
-  while (parts.size() > 1) {
-    std::vector<EntropyAccumulator<float>> next;
-    for (size_t i = 0; i < parts.size(); i += 2) {
-      next.push_back(i + 1 < parts.size() ? Merge(parts[i], parts[i + 1], beta) : parts[i]);
+  for (int64_t c = 0; c < splits; ++c) {
+    const int64_t v_begin = vectors * c / splits;
+    const int64_t v_end = vectors * (c + 1) / splits;
+    std::vector<EntropyAccumulator<float>> threads(kTokenBlockThreads);
+    const int64_t per_step = int64_t{kTokenBlockThreads} * kTokenLoadsPerStep;
+    for (int64_t step = v_begin; step < v_end; step += per_step) {
+      for (int t = 0; t < kTokenBlockThreads; ++t) {
+        std::vector<float> tile;
+        for (int l = 0; l < kTokenLoadsPerStep; ++l) {
+          const int64_t v = step + int64_t{l} * kTokenBlockThreads + t;
+          if (v < v_end) {
+            const float* first = x.data() + head + v * per_vector;
+            tile.insert(tile.end(), first, first + per_vector);
+          }
+        }
+        AccumulateTile(threads[t], tile.data(), static_cast<int>(tile.size()), scale2);
+      }
     }
-    parts.swap(next);
+    for (size_t width = 1; width < threads.size(); width *= 2) {
+      for (size_t t = 0; t + width < threads.size(); t += 2 * width) {
+        threads[t] = Merge(threads[t], threads[t + width], scale2);
+      }
+    }
+    row = Merge(row, threads[0], scale2);
   }
-  return parts[0];
+  for (int64_t i = head + vectors * per_vector; i < n; ++i) {
+    AccumulateOne(row, x[i], scale2);
+  }
+  return row;
 }
 
 TEST(EntropyMathTest, FloatTilingsAndMergeOrdersMatchFloat64) {
@@ -65,16 +92,23 @@ TEST(EntropyMathTest, FloatTilingsAndMergeOrdersMatchFloat64) {
         const double want = NaiveEntropyOf(x, beta);
         const double tol = 1e-5 * std::max(1.0, want);
         SCOPED_TRACE(::testing::Message() << n << " " << stddev << " " << offset);
-        for (int tile : {4, 8, 64}) {
-          const EntropyStats tree = Finalize(TiledTree(x, tile, beta), n);
-          EXPECT_NEAR(tree.entropy, want, tol) << "tile " << tile;
+        const float scale2 = Log2Scale(beta);
+        for (int per_vector : {4, 8}) {  // 16-byte loads of fp32, of bf16 / fp16
+          for (int64_t head : {0, 3}) {
+            for (int64_t splits : {1, 3}) {
+              const EntropyStats replayed =
+                  Finalize(ReplayTokenKernel(x, head, per_vector, splits, scale2), n);
+              EXPECT_NEAR(replayed.entropy, want, tol)
+                  << per_vector << " per vector, head " << head << ", splits " << splits;
+            }
+          }
         }
         if (n <= 4096) {
           // One float accumulator element by element (the scalar tails):
           // sequential rounding grows like sqrt(n), so only short spans.
           EntropyAccumulator<float> streamed;
           for (float v : x) {
-            AccumulateOne(streamed, v, beta);
+            AccumulateOne(streamed, v, scale2);
           }
           EXPECT_NEAR(Finalize(streamed, n).entropy, want, tol);
         }
@@ -82,8 +116,9 @@ TEST(EntropyMathTest, FloatTilingsAndMergeOrdersMatchFloat64) {
         EntropyAccumulator<float> reversed;
         for (int64_t end = n; end > 0;) {
           const int64_t begin = std::max<int64_t>(0, end - 1 - (end * 7919) % 1000);
-          reversed = Merge(AccumulateTile(x.data() + begin, static_cast<int>(end - begin), beta),
-                           reversed, beta);
+          EntropyAccumulator<float> chunk;
+          AccumulateTile(chunk, x.data() + begin, static_cast<int>(end - begin), scale2);
+          reversed = Merge(chunk, reversed, scale2);
           end = begin;
         }
         EXPECT_NEAR(Finalize(reversed, n).entropy, want, tol);
@@ -94,10 +129,12 @@ TEST(EntropyMathTest, FloatTilingsAndMergeOrdersMatchFloat64) {
 
 TEST(EntropyMathTest, EmptyAccumulatorIsTheMergeIdentity) {
   const float x[3] = {1.0f, -testing::kInf, 2.0f};
-  const EntropyAccumulator<float> a = AccumulateTile(x, 3, 1.0f);
+  EntropyAccumulator<float> a;
+  AccumulateTile(a, x, 3, 1.0f);
   const EntropyAccumulator<float> empty;
   const float masked[2] = {-testing::kInf, -testing::kInf};
-  const EntropyAccumulator<float> all_masked = AccumulateTile(masked, 2, 1.0f);
+  EntropyAccumulator<float> all_masked;
+  AccumulateTile(all_masked, masked, 2, 1.0f);
   EXPECT_EQ(all_masked.d, 0.0f);
   for (const EntropyAccumulator<float>& e : {empty, all_masked}) {
     const EntropyAccumulator<float> left = Merge(e, a, 1.0f);
@@ -113,7 +150,7 @@ TEST(EntropyMathTest, SurprisalAndTop1) {
   const EntropyAccumulator<double> acc = [&] {
     EntropyAccumulator<double> a;
     for (float v : x) {
-      AccumulateOne(a, static_cast<double>(v), 1.0);
+      AccumulateOne(a, static_cast<double>(v), Log2Scale(1.0));
     }
     return a;
   }();
@@ -122,8 +159,8 @@ TEST(EntropyMathTest, SurprisalAndTop1) {
     z += std::exp(static_cast<double>(v));
   }
   EXPECT_NEAR(Finalize(acc, 4).top1_prob, std::exp(2.0) / z, 1e-12);
-  EXPECT_NEAR(Surprisal(acc, 0.5, 1.0), -std::log(std::exp(0.5) / z), 1e-12);
-  EXPECT_EQ(Surprisal(acc, -static_cast<double>(testing::kInf), 1.0), INFINITY);
+  EXPECT_NEAR(Surprisal(acc, 0.5, Log2Scale(1.0)), -std::log(std::exp(0.5) / z), 1e-12);
+  EXPECT_EQ(Surprisal(acc, -static_cast<double>(testing::kInf), Log2Scale(1.0)), INFINITY);
 }
 
 TEST(EntropyMathTest, AttentionAccumulatorMergesLikeOneStream) {

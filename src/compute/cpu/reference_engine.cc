@@ -17,6 +17,7 @@ namespace {
 RowEntropy ComputeRow(const LogitsInput& in, int64_t r, std::vector<double>& scratch) {
   const void* row = in.logits.row(r);
   const double beta = 1.0 / static_cast<double>(in.temperature);
+  const double scale2 = Log2Scale(beta);
   RowEntropy out;
   EntropyAccumulator<double> acc;
   for (int64_t c = 0; c < in.valid_vocab; ++c) {
@@ -25,7 +26,7 @@ RowEntropy ComputeRow(const LogitsInput& in, int64_t r, std::vector<double>& scr
       out.status = RowStatus::kNonFinite;
       return out;
     }
-    AccumulateOne(acc, static_cast<double>(z), beta);
+    AccumulateOne(acc, static_cast<double>(z), scale2);
   }
   if (acc.d == 0) {
     out.status = RowStatus::kAllMasked;
@@ -37,7 +38,7 @@ RowEntropy ComputeRow(const LogitsInput& in, int64_t r, std::vector<double>& scr
   out.top1_prob = stats.top1_prob;
   if (!in.target_ids.empty()) {
     const float z_target = common::LoadAsFloat(in.logits.dtype, row, in.target_ids[r]);
-    out.surprisal = Surprisal(acc, static_cast<double>(z_target), beta);
+    out.surprisal = Surprisal(acc, static_cast<double>(z_target), scale2);
   }
   if (in.sampling()) {
     scratch.clear();

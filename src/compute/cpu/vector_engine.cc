@@ -60,14 +60,14 @@ void FinishRow(const LogitsInput& in, int64_t r, const ChunkPartial& partial, Ro
     out.status = RowStatus::kAllMasked;
     return;
   }
-  const float beta = 1.0f / in.temperature;
+  const float scale2 = Log2Scale(1.0f / in.temperature);
   const EntropyStats stats = Finalize(partial.acc, in.valid_vocab);
   out.entropy = stats.entropy;
   out.normalized = stats.normalized;
   out.top1_prob = stats.top1_prob;
   if (!in.target_ids.empty()) {
     const float z = common::LoadAsFloat(in.logits.dtype, in.logits.row(r), in.target_ids[r]);
-    out.surprisal = Surprisal(partial.acc, z, beta);
+    out.surprisal = Surprisal(partial.acc, z, scale2);
   }
   if (in.sampling()) {
     FillSamplingView(in, r, out);
@@ -97,7 +97,7 @@ absl::Status VectorEngine::TokenEntropy(const LogitsInput& in, absl::Span<RowEnt
   if (rows == 0) {
     return absl::OkStatus();
   }
-  const float beta = 1.0f / in.temperature;
+  const float scale2 = Log2Scale(1.0f / in.temperature);
   const int64_t wanted_tasks = kTasksPerThread * pool_.threads();
   if (rows >= pool_.threads()) {
     const int64_t tasks = std::min(rows, wanted_tasks);
@@ -106,7 +106,7 @@ absl::Status VectorEngine::TokenEntropy(const LogitsInput& in, absl::Span<RowEnt
       const int64_t end = rows * (task + 1) / tasks;
       for (int64_t r = begin; r < end; ++r) {
         const ChunkPartial partial =
-            AccumulateLogits(in.logits.dtype, in.logits.row(r), 0, in.valid_vocab, beta);
+            AccumulateLogits(in.logits.dtype, in.logits.row(r), 0, in.valid_vocab, scale2);
         FinishRow(in, r, partial, out[r]);
       }
     });
@@ -123,14 +123,14 @@ absl::Status VectorEngine::TokenEntropy(const LogitsInput& in, absl::Span<RowEnt
     const int64_t begin = (in.valid_vocab * c / chunks) & ~int64_t{63};
     const int64_t end =
         c + 1 == chunks ? in.valid_vocab : (in.valid_vocab * (c + 1) / chunks) & ~int64_t{63};
-    partials[task] = AccumulateLogits(in.logits.dtype, in.logits.row(r), begin, end, beta);
+    partials[task] = AccumulateLogits(in.logits.dtype, in.logits.row(r), begin, end, scale2);
   });
   pool_.ParallelFor(rows, [&](int64_t r) {
     ChunkPartial merged;
     for (int64_t c = 0; c < chunks; ++c) {
       const ChunkPartial& part = partials[r * chunks + c];
       merged.non_finite = merged.non_finite || part.non_finite;
-      merged.acc = Merge(merged.acc, part.acc, beta);
+      merged.acc = Merge(merged.acc, part.acc, scale2);
     }
     FinishRow(in, r, merged, out[r]);
   });

@@ -14,8 +14,6 @@ namespace entrowatch::compute {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 // exp2 arguments are clamped here: 2^-125 is a normal float that vanishes
 // next to any sum holding its maximum (>= 1), and masked (-inf) columns
 // land here without producing 0 * inf.
@@ -91,11 +89,11 @@ inline float ScalarLoad(const hwy::bfloat16_t* row, int64_t i) {
 }
 
 template <typename Element>
-HWY_INLINE ChunkPartial AccumulateT(const Element* row, int64_t begin, int64_t end, float beta) {
+HWY_INLINE ChunkPartial AccumulateT(const Element* row, int64_t begin, int64_t end, float scale2) {
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const int64_t group = kVectorsPerGroup * static_cast<int64_t>(hn::Lanes(d));
-  const V scale = hn::Set(d, beta * kLog2e);  // t in log2 units
+  const V scale = hn::Set(d, scale2);
   const V floor = hn::Set(d, kExp2Floor);
   // Lanes start at the lowest finite value rather than -inf so that
   // (z - m) never computes -inf - (-inf).
@@ -146,8 +144,7 @@ HWY_INLINE ChunkPartial AccumulateT(const Element* row, int64_t begin, int64_t e
     const V s = Exp2NonPositive(d, shift);
     out.acc.m = row_m;
     out.acc.d = hn::GetLane(hn::SumOfLanes(d, hn::Mul(lane_d, s)));
-    out.acc.u =
-        kLn2 * hn::GetLane(hn::SumOfLanes(d, hn::Mul(s, hn::MulAdd(lane_d, shift, lane_u))));
+    out.acc.u = hn::GetLane(hn::SumOfLanes(d, hn::Mul(s, hn::MulAdd(lane_d, shift, lane_u))));
   }
   EntropyAccumulator<float> tail;
   for (; i < end; ++i) {
@@ -155,21 +152,21 @@ HWY_INLINE ChunkPartial AccumulateT(const Element* row, int64_t begin, int64_t e
     if (z != z || z == std::numeric_limits<float>::infinity()) {
       out.non_finite = true;
     } else {
-      AccumulateOne(tail, z, beta);
+      AccumulateOne(tail, z, scale2);
     }
   }
-  out.acc = Merge(out.acc, tail, beta);
+  out.acc = Merge(out.acc, tail, scale2);
   return out;
 }
 
-ChunkPartial AccumulateFloat32(const void* row, int64_t begin, int64_t end, float beta) {
-  return AccumulateT(static_cast<const float*>(row), begin, end, beta);
+ChunkPartial AccumulateFloat32(const void* row, int64_t begin, int64_t end, float scale2) {
+  return AccumulateT(static_cast<const float*>(row), begin, end, scale2);
 }
-ChunkPartial AccumulateFloat16(const void* row, int64_t begin, int64_t end, float beta) {
-  return AccumulateT(static_cast<const hwy::float16_t*>(row), begin, end, beta);
+ChunkPartial AccumulateFloat16(const void* row, int64_t begin, int64_t end, float scale2) {
+  return AccumulateT(static_cast<const hwy::float16_t*>(row), begin, end, scale2);
 }
-ChunkPartial AccumulateBFloat16(const void* row, int64_t begin, int64_t end, float beta) {
-  return AccumulateT(static_cast<const hwy::bfloat16_t*>(row), begin, end, beta);
+ChunkPartial AccumulateBFloat16(const void* row, int64_t begin, int64_t end, float scale2) {
+  return AccumulateT(static_cast<const hwy::bfloat16_t*>(row), begin, end, scale2);
 }
 
 void AccumulateScores(const float* q, const float* k, int64_t keys, int64_t dim, float scale,
@@ -215,14 +212,14 @@ HWY_EXPORT(AccumulateScores);
 HWY_EXPORT(TargetName);
 
 ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begin, int64_t end,
-                              float beta) {
+                              float scale2) {
   switch (dtype) {
     case common::DType::kFloat32:
-      return HWY_DYNAMIC_DISPATCH(AccumulateFloat32)(row, begin, end, beta);
+      return HWY_DYNAMIC_DISPATCH(AccumulateFloat32)(row, begin, end, scale2);
     case common::DType::kFloat16:
-      return HWY_DYNAMIC_DISPATCH(AccumulateFloat16)(row, begin, end, beta);
+      return HWY_DYNAMIC_DISPATCH(AccumulateFloat16)(row, begin, end, scale2);
     case common::DType::kBFloat16:
-      return HWY_DYNAMIC_DISPATCH(AccumulateBFloat16)(row, begin, end, beta);
+      return HWY_DYNAMIC_DISPATCH(AccumulateBFloat16)(row, begin, end, scale2);
   }
   return {};
 }

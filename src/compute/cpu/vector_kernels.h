@@ -17,12 +17,12 @@ struct ChunkPartial {
   bool non_finite = false;        // a NaN or +Inf among the columns read
 };
 
-// Columns [begin, end) of one row of `dtype` logits with beta = 1 /
-// temperature, in one read: lane-wise online accumulators in float (exp2
-// with the scale folded in), merged across lanes at the end. Partials of
-// disjoint column ranges merge with Merge(a, b, beta).
+// Columns [begin, end) of one row of `dtype` logits with scale2 =
+// Log2Scale(1 / temperature), in one read: lane-wise online accumulators in
+// float, merged across lanes at the end. Partials of disjoint column ranges
+// merge with Merge(a, b, scale2).
 ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begin, int64_t end,
-                              float beta);
+                              float scale2);
 
 // Appends `keys` scores scale * (q . k_j) of consecutive key rows (row stride
 // d, fp32) into the attention accumulator.
