@@ -25,6 +25,7 @@
 #include "cli/trace.h"
 #include "common/status_macros.h"
 #include "common/version.h"
+#include "compute/engine_bench.h"
 #include "config/config.h"
 #include "entrowatch/client/stream_client.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
@@ -455,6 +456,84 @@ int RunCheckConfigCommand(const ParsedArgs& args, const std::string& addr, std::
   return kExitOk;
 }
 
+// ---- bench --------------------------------------------------------------------
+
+int PrintBenchResult(const std::string& command, const absl::StatusOr<compute::BenchResult>& result,
+                     bool json, std::ostream& out, std::ostream& err) {
+  if (absl::IsInvalidArgument(result.status())) {
+    return UsageError(command, result.status(), err);
+  }
+  if (!result.ok()) {
+    err << "bench failed: " << result.status().message() << "\n";
+    return kExitError;
+  }
+  if (json) {
+    out << compute::BenchResultToJson(*result) << "\n";
+    return kExitOk;
+  }
+  const bool entropy = result->kind == "entropy";
+  out << FormatTable(
+      {{"KIND", "BACKEND", "DTYPE", "SHAPE", "ITERATIONS", "MS", "GB/S",
+        entropy ? "ROWS/S" : "QUERIES/S"},
+       {result->kind, result->backend, result->dtype, result->shape,
+        absl::StrCat(result->iterations), absl::StrFormat("%.3f", result->ms),
+        absl::StrFormat("%.2f", result->gb_per_s), absl::StrFormat("%.4g", result->items_per_s)}});
+  if (result->degraded) {
+    out << "degraded: the CPU engine ran instead of CUDA (" << result->fallback_reason << ")\n";
+  }
+  return kExitOk;
+}
+
+std::vector<FlagSpec> CommonBenchFlags() {
+  return {{"backend", "NAME", "cpu | cuda | cpu-reference | auto (default cpu)"},
+          {"threads", "N", "CPU engine threads (default 0: one per core)"},
+          {"min-seconds", "S", "keep timing for at least this long (default 1)"},
+          {"json", "", "print one JSON object (gb_per_s, ms, ...) instead of a table"}};
+}
+
+int RunBenchEntropyCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                           std::ostream& err) {
+  compute::EntropyBenchOptions options;
+  const absl::Status status = [&]() -> absl::Status {
+    options.backend = args.GetString("backend", "cpu");
+    ASSIGN_OR_RETURN(options.rows, args.GetInt("rows", options.rows, 1, 1 << 24));
+    ASSIGN_OR_RETURN(options.vocab, args.GetInt("vocab", options.vocab, 1, 1 << 24));
+    ASSIGN_OR_RETURN(options.dtype, compute::ParseBenchDType(args.GetString("dtype", "fp32")));
+    ASSIGN_OR_RETURN(const int64_t threads, args.GetInt("threads", 0, 0, 1024));
+    options.threads = static_cast<int>(threads);
+    ASSIGN_OR_RETURN(options.min_seconds, args.GetDouble("min-seconds", 1, 0, 3600));
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
+    return UsageError("bench entropy", status, err);
+  }
+  return PrintBenchResult("bench entropy", compute::RunEntropyBench(options), args.Has("json"), out,
+                          err);
+}
+
+int RunBenchAttentionCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                             std::ostream& err) {
+  compute::AttentionBenchOptions options;
+  const absl::Status status = [&]() -> absl::Status {
+    options.backend = args.GetString("backend", "cpu");
+    ASSIGN_OR_RETURN(options.heads, args.GetInt("heads", options.heads, 1, 4096));
+    ASSIGN_OR_RETURN(options.kv_heads, args.GetInt("kv-heads", 0, 0, 4096));
+    ASSIGN_OR_RETURN(options.seq, args.GetInt("seq", options.seq, 1, 1 << 20));
+    ASSIGN_OR_RETURN(options.head_dim, args.GetInt("head-dim", options.head_dim, 1, 4096));
+    options.causal = args.Has("causal");
+    ASSIGN_OR_RETURN(options.dtype, compute::ParseBenchDType(args.GetString("dtype", "bf16")));
+    ASSIGN_OR_RETURN(const int64_t threads, args.GetInt("threads", 0, 0, 1024));
+    options.threads = static_cast<int>(threads);
+    ASSIGN_OR_RETURN(options.min_seconds, args.GetDouble("min-seconds", 1, 0, 3600));
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
+    return UsageError("bench attention", status, err);
+  }
+  return PrintBenchResult("bench attention", compute::RunAttentionBench(options), args.Has("json"),
+                          out, err);
+}
+
 std::string ScenarioList() {
   std::string text = "scenarios (a healthy warm-up, then the pathology from the onset step):\n";
   size_t width = 0;
@@ -529,6 +608,34 @@ const std::vector<Command>& Commands() {
                           1,
                           ""},
                          &RunCheckConfigCommand});
+    std::vector<FlagSpec> entropy_flags = {{"rows", "R", "logits rows (default 256)"},
+                                           {"vocab", "V", "vocabulary size (default 152064)"},
+                                           {"dtype", "T", "fp32 | fp16 | bf16 (default fp32)"}};
+    std::vector<FlagSpec> attention_flags = {
+        {"heads", "H", "query heads (default 32)"},
+        {"kv-heads", "K", "key/value heads, GQA (default: heads)"},
+        {"seq", "N", "sequence length, queries = keys (default 4096)"},
+        {"head-dim", "D", "head dimension (default 128)"},
+        {"causal", "", "causal mask"},
+        {"dtype", "T", "fp32 | fp16 | bf16 (default bf16)"}};
+    for (std::vector<FlagSpec>* flags : {&entropy_flags, &attention_flags}) {
+      const std::vector<FlagSpec> common = CommonBenchFlags();
+      flags->insert(flags->begin(), common.begin(), common.end());
+    }
+    commands->push_back(
+        {{"bench entropy",
+          "bench entropy [--backend cpu|cuda] [--rows R] [--vocab V] [--dtype T] [flags]",
+          "Time the token-entropy engine on random logits; checks a host's capacity.",
+          entropy_flags, 0, 0,
+          "GB/S counts the logits bytes read per second at the median call time."},
+         &RunBenchEntropyCommand});
+    commands->push_back(
+        {{"bench attention",
+          "bench attention [--backend cpu|cuda] [--heads H] [--kv-heads K] [--seq N] "
+          "[--head-dim D] [--causal] [--dtype T] [flags]",
+          "Time the attention-entropy engine on random q and k (one sequence).", attention_flags, 0,
+          0, "GB/S counts the q and k bytes read per second at the median call time."},
+         &RunBenchAttentionCommand});
     return commands;
   }();
   return *kCommands;
@@ -590,7 +697,17 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
     err << TopLevelHelp();
     return kExitUsage;
   }
-  const std::string& name = args[i];
+  std::string name = args[i];
+  // `bench KIND` is one command name in two words.
+  if (name == "bench" && i + 1 < args.size() && args[i + 1].compare(0, 2, "--") != 0) {
+    name = absl::StrCat(name, " ", args[++i]);
+  } else if (name == "bench") {
+    const bool help = i + 1 < args.size() && args[i + 1] == "--help";
+    (help ? out : err) << "usage: entrowatch bench entropy|attention [flags]\n"
+                       << "run 'entrowatch bench entropy --help' or 'entrowatch bench attention "
+                          "--help' for the flags\n";
+    return help ? kExitOk : kExitUsage;
+  }
   for (const Command& command : Commands()) {
     if (command.spec.name != name) {
       continue;

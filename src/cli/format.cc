@@ -35,8 +35,18 @@ std::string LastReportAge(const v1::RunStatus& run, absl::Time now) {
   return absl::StrCat(FormatAge(now - ToTime(run.last_report_time())), " ago");
 }
 
-// Left-aligned columns separated by two spaces.
-std::string Table(const std::vector<std::vector<std::string>>& rows) {
+std::string FormatEvidence(const google::protobuf::RepeatedPtrField<v1::Evidence>& evidence) {
+  std::vector<std::string> parts;
+  for (const v1::Evidence& e : evidence) {
+    parts.push_back(absl::StrCat(e.signal(), " ", FormatValue(e.value()), " ", e.comparison(), " ",
+                                 FormatValue(e.threshold())));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
+}  // namespace
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()), 0);
@@ -58,17 +68,6 @@ std::string Table(const std::vector<std::vector<std::string>>& rows) {
   }
   return text;
 }
-
-std::string FormatEvidence(const google::protobuf::RepeatedPtrField<v1::Evidence>& evidence) {
-  std::vector<std::string> parts;
-  for (const v1::Evidence& e : evidence) {
-    parts.push_back(absl::StrCat(e.signal(), " ", FormatValue(e.value()), " ", e.comparison(), " ",
-                                 FormatValue(e.threshold())));
-  }
-  return absl::StrJoin(parts, "; ");
-}
-
-}  // namespace
 
 std::string FormatAge(absl::Duration age) {
   const int64_t seconds = std::max<int64_t>(0, absl::ToInt64Seconds(age));
@@ -105,7 +104,7 @@ std::string FormatRunsTable(const v1::ListRunsResponse& runs, absl::Time now) {
                     latest.has_grad_norm() ? FormatValue(latest.grad_norm()) : "-",
                     FormatAnomalyNames(run.anomalies()), LastReportAge(run, now)});
   }
-  return Table(rows);
+  return FormatTable(rows);
 }
 
 std::string FormatRunDetails(const v1::RunStatus& run, absl::Time now) {

@@ -4,6 +4,7 @@
 // Pure functions: the current time is a parameter so tests are exact.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -11,6 +12,9 @@
 #include "entrowatch/v1/entrowatch.pb.h"
 
 namespace entrowatch::cli {
+
+// Rows of left-aligned columns separated by two spaces, one line each.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 
 // "4s", "2m05s", "3h12m", "5d3h".
 std::string FormatAge(absl::Duration age);

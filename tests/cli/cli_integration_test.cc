@@ -266,6 +266,36 @@ TEST(CliTest, UsageErrorsExitTwoAndHelpWorksEverywhere) {
   EXPECT_THAT(version.out, ContainsRegex("^entrowatch [0-9]+\\.[0-9]+\\.[0-9]+\n$"));
 }
 
+TEST(CliTest, BenchPrintsATableOrJson) {
+  Result r = RunCommand({"bench", "entropy", "--rows", "4", "--vocab", "1000", "--dtype", "bf16",
+                         "--min-seconds", "0"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("GB/S"));
+  EXPECT_THAT(r.out, ContainsRegex("entropy +cpu +bf16 +4x1000 +[0-9]+ +[0-9.]+ +[0-9.]+"));
+
+  r = RunCommand(
+      {"bench", "entropy", "--rows", "4", "--vocab", "1000", "--min-seconds", "0", "--json"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_THAT(r.out, ContainsRegex("\"gb_per_s\": [0-9.e+]+"));
+  EXPECT_THAT(r.out, ContainsRegex("\"ms\": [0-9.e+-]+"));
+  EXPECT_THAT(r.out, HasSubstr("\"dtype\": \"fp32\""));
+
+  r = RunCommand({"bench", "attention", "--heads", "4", "--kv-heads", "2", "--seq", "32",
+                  "--head-dim", "16", "--causal", "--min-seconds", "0", "--json"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"kind\": \"attention\""));
+  EXPECT_THAT(r.out, HasSubstr("\"gb_per_s\""));
+
+  EXPECT_EQ(RunCommand({"bench"}).code, kExitUsage);
+  EXPECT_EQ(RunCommand({"bench", "matmul"}).code, kExitUsage);
+  EXPECT_EQ(RunCommand({"bench", "entropy", "--dtype", "fp64"}).code, kExitUsage);
+  EXPECT_EQ(RunCommand({"bench", "attention", "--heads", "4", "--kv-heads", "3"}).code, kExitUsage);
+  EXPECT_EQ(RunCommand({"bench", "--help"}).code, kExitOk);
+  r = RunCommand({"bench", "attention", "--help"});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_THAT(r.out, HasSubstr("--kv-heads K"));
+}
+
 TEST(CliTest, CheckConfig) {
   const std::string good = WriteFile("good.yaml", "grpc:\n  listen: \"127.0.0.1:0\"\n");
   Result r = RunCommand({"check-config", good});
