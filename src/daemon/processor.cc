@@ -54,6 +54,7 @@ void ReportProcessor::Reload(const config::Config& config) {
   s.dedup_window = config.runs.dedup_window;
   s.history_steps = config.aggregation.history_steps;
   s.skip_nonfinite_rows = config.ingest.skip_nonfinite_rows;
+  s.analysis = config.analysis;
   registry_.set_max_runs(config.runs.max_runs);
   {
     absl::MutexLock lock(&mu_);
@@ -62,7 +63,18 @@ void ReportProcessor::Reload(const config::Config& config) {
   for (const auto& run : registry_.All()) {
     absl::MutexLock lock(&run->mu);
     run->aggregator.set_options(s.aggregation);
+    if (run->analyzer != nullptr) {
+      run->analyzer->UpdateThresholds(analysis::ResolveThresholds(s.analysis, run->id));
+    }
   }
+}
+
+analysis::RunAnalyzer& ReportProcessor::Analyzer(store::RunState& run) {
+  if (run.analyzer == nullptr) {
+    run.analyzer = std::make_unique<analysis::RunAnalyzer>(
+        analysis::ResolveThresholds(settings().analysis, run.id));
+  }
+  return *run.analyzer;
 }
 
 ReportProcessor::Settings ReportProcessor::settings() const {
@@ -258,16 +270,27 @@ Ack ReportProcessor::Process(const Report& report) {
 }
 
 void ReportProcessor::Drain(store::RunState& run) {
+  std::vector<StepSummary> steps = run.aggregator.TakeFinalized();
+  if (steps.empty()) {
+    return;
+  }
   const int history_steps = settings().history_steps;
-  for (StepSummary& step : run.aggregator.TakeFinalized()) {
+  analysis::RunAnalyzer& analyzer = Analyzer(run);
+  std::vector<entrowatch::v1::Anomaly> fired;
+  for (StepSummary& step : steps) {
     *step.mutable_finalized_time() = TimeUtil::NanosecondsToTimestamp(
         absl::ToInt64Nanoseconds(clock_->Wall() - absl::UnixEpoch()));
     metrics_->StepFinalized(run.id, step);
+    analyzer.Observe(step);
+    for (auto& anomaly : analyzer.NewlyFired()) {
+      fired.push_back(std::move(anomaly));
+    }
     run.history.push_back(std::move(step));
     while (static_cast<int>(run.history.size()) > history_steps) {
       run.history.pop_front();
     }
   }
+  metrics_->Health(run.id, analyzer.verdict().state(), analyzer.ActiveAnomalies(), fired);
 }
 
 void ReportProcessor::Finish(store::RunState& run) {
@@ -281,6 +304,22 @@ void ReportProcessor::FillAck(store::RunState& run, Ack* ack) const {
   if (!run.history.empty()) {
     *ack->mutable_latest_step() = run.history.back();
   }
+  if (run.analyzer == nullptr) {
+    return;
+  }
+  *ack->mutable_verdict() = run.analyzer->verdict();
+  const entrowatch::v1::Anomaly* worst = nullptr;
+  for (auto& anomaly : run.analyzer->ActiveAnomalies()) {
+    *ack->add_anomalies() = std::move(anomaly);
+  }
+  for (const auto& anomaly : ack->anomalies()) {
+    if (worst == nullptr || anomaly.severity() > worst->severity()) {
+      worst = &anomaly;
+    }
+  }
+  // The most severe active anomaly says what to do; otherwise the state does.
+  ack->set_recommended_action(worst != nullptr ? worst->recommended_action()
+                                               : ack->verdict().recommended_action());
 }
 
 RunStatus ReportProcessor::Status(store::RunState& run, int history) const {
@@ -308,6 +347,12 @@ RunStatus ReportProcessor::Status(store::RunState& run, int history) const {
   out.set_reports_duplicate(run.counters.duplicate);
   out.set_reports_late(run.counters.late);
   out.set_pending_steps(static_cast<uint32_t>(run.aggregator.pending_steps()));
+  if (run.analyzer != nullptr) {
+    *out.mutable_verdict() = run.analyzer->verdict();
+    for (auto& anomaly : run.analyzer->ActiveAnomalies()) {
+      *out.add_anomalies() = std::move(anomaly);
+    }
+  }
   return out;
 }
 

@@ -56,6 +56,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
     int64_t dedup_window = 0;
     int history_steps = 0;
     bool skip_nonfinite_rows = false;
+    config::AnalysisConfig analysis;
   };
 
   Settings settings() const;
@@ -68,6 +69,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   entrowatch::v1::RunStatus Status(store::RunState& run, int history) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   void Finish(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  analysis::RunAnalyzer& Analyzer(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
 
   compute::EntropyEngine* const engine_;
   exporter::Metrics* const metrics_;

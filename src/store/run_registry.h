@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "analysis/health/run_analyzer.h"
 #include "analysis/step_aggregator.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 
@@ -57,6 +58,8 @@ struct RunState {
   bool finished ABSL_GUARDED_BY(mu) = false;
   absl::Time last_report_time ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   absl::Duration last_activity ABSL_GUARDED_BY(mu);  // monotonic
+  // Created with the run's resolved thresholds on its first finalized step.
+  std::unique_ptr<analysis::RunAnalyzer> analyzer ABSL_GUARDED_BY(mu);
 };
 
 // Thread-safe.
