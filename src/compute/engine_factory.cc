@@ -7,6 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "compute/cpu/reference_engine.h"
 #include "compute/cpu/vector_engine.h"
+#include "compute/degrading_engine.h"
+#if defined(ENTROWATCH_WITH_CUDA)
+#include "compute/cuda/cuda_engine.h"
+#endif
 
 namespace entrowatch::compute {
 namespace {
@@ -42,12 +46,30 @@ absl::StatusOr<EngineSelection> CreateEngine(const EngineOptions& options) {
     return CpuSelection(options.threads);
   }
   if (options.backend == "cuda" || options.backend == "auto") {
+#if defined(ENTROWATCH_WITH_CUDA)
+    absl::StatusOr<std::unique_ptr<EntropyEngine>> cuda = CreateCudaEngine(options.cuda_pool_bytes);
+    if (cuda.ok()) {
+      EngineSelection selection;
+      selection.engine = std::make_unique<DegradingEngine>(std::move(cuda).value(),
+                                                           CpuSelection(options.threads).engine);
+      selection.backend = "cuda";
+      return selection;
+    }
+    if (absl::IsInvalidArgument(cuda.status())) {
+      return cuda.status();
+    }
+    EngineSelection selection = CpuSelection(options.threads);
+    selection.degraded = true;
+    selection.fallback_reason = std::string(cuda.status().message());
+    return selection;
+#else
     EngineSelection selection = CpuSelection(options.threads);
     if (options.backend == "cuda") {
       selection.degraded = true;
       selection.fallback_reason = "this build has no CUDA engine";
     }
     return selection;
+#endif
   }
   return absl::InvalidArgumentError(
       absl::StrCat("compute.backend \"", options.backend,

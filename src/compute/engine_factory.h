@@ -27,13 +27,15 @@ struct EngineSelection {
 // Builds the engine for `options.backend`:
 //   cpu-reference  the float64 reference engine;
 //   cpu            the vectorized CPU engine;
-//   cuda           the CUDA engine; when the build has no CUDA or no device
-//                  works, the CPU engine with degraded = true and the reason;
+//   cuda           the CUDA engine, behind a DegradingEngine that moves to the
+//                  CPU engine for good on a device failure at run time; when
+//                  the build has no CUDA or no device works, the CPU engine
+//                  with degraded = true and the reason;
 //   auto           cuda when this build has CUDA and a device works, else cpu
 //                  (degraded only when the build has CUDA: a GPU was expected).
 // The caller logs a warning and sets its metric when degraded. Returns
-// InvalidArgument for an unknown backend, negative threads or a non-positive
-// pool size. The returned engine allows concurrent calls.
+// InvalidArgument for an unknown backend, negative threads or a pool size
+// below what the CUDA engine accepts. The returned engine allows concurrent calls.
 absl::StatusOr<EngineSelection> CreateEngine(const EngineOptions& options);
 
 }  // namespace entrowatch::compute

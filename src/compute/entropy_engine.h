@@ -95,6 +95,11 @@ class EntropyEngine {
 
   // Never materializes the nq x nk score matrix.
   virtual absl::Status AttentionEntropy(const AttentionInput& in, AttentionOutput* out) = 0;
+
+  // True once a device failure has moved this engine to its CPU fallback for
+  // good (see degrading_engine.h); the daemon exports it as
+  // entrowatch_compute_degraded. Thread-safe.
+  virtual bool degraded() const { return false; }
 };
 
 }  // namespace entrowatch::compute
