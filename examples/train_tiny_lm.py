@@ -155,7 +155,7 @@ def main(argv=None):
     if mon is not None:
         mon.close(finish=args.finish)
         v = mon.verdict
-        print(f"final state: {v.state if v else 'unknown (no acknowledgement)'}; "
+        print(f"final state: {v.state if v else 'none (no verdict received)'}; "
               f"reports acked {mon.stats.acked}, dropped {mon.stats.dropped_queue_full}")
     return 0
 

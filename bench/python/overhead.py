@@ -103,8 +103,8 @@ def main():
     p.add_argument("--daemon", default=os.environ.get("ENTROWATCH_DAEMON"),
                    help="entrowatchd binary to start on free ports")
     p.add_argument("--address", help="address of a running entrowatchd instead")
-    p.add_argument("--blocks", type=int, default=20, help="block pairs (monitored + unmonitored)")
-    p.add_argument("--steps-per-block", type=int, default=5)
+    p.add_argument("--blocks", type=int, default=40, help="block pairs (monitored + unmonitored)")
+    p.add_argument("--steps-per-block", type=int, default=3)
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--enqueue-iterations", type=int, default=3000)
