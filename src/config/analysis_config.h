@@ -36,8 +36,8 @@ struct AnalysisThresholds {
   struct States {
     int enter_steps = 3;  // consecutive steps a candidate state needs before it is entered
     int exit_steps = 5;   // consecutive steps away from a state before it is left
-    // Levels are judged on the mean of the last this many steps (sigma scaled
-    // by 1/sqrt(n)), which tames the sampling noise of one step.
+    // Levels are judged on the median of the last this many steps, so a
+    // single-step spike never moves a level.
     int smoothing_steps = 3;
     double entropy_z = 3;    // |z| of the step's mean token entropy for LOW / HIGH
     double grad_norm_z = 3;  // |z| of log(grad norm) for LOW / HIGH
@@ -85,13 +85,13 @@ struct AnalysisThresholds {
 
   struct HeadRedundancy {
     DetectorCommon common{true, AnomalySeverity::kInfo, 20, 5};
-    double max_relative_std = 0.01;  // std of head entropies / their mean, at or below
+    double max_relative_std = 0.002;  // std of head entropies / their mean, at or below
   } head_redundancy;
 
   struct FlatLayerProfile {
     DetectorCommon common{true, AnomalySeverity::kInfo, 20, 5};
-    int min_layers = 3;                 // profiles with fewer layers are not judged
-    double max_relative_spread = 0.02;  // (max - min) / mean of layer entropies, at or below
+    int min_layers = 3;                  // profiles with fewer layers are not judged
+    double max_relative_spread = 0.005;  // (max - min) / mean of layer entropies, at or below
   } flat_layer_profile;
 
   struct GeneratedEntropySpike {

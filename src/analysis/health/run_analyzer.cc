@@ -124,6 +124,22 @@ bool NormalizedEntropy(const v1::StepSummary& step, double* out) {
   return false;
 }
 
+// Median of a non-empty sample (mean of the middle two for an even size).
+double Median(std::vector<double> values) {
+  const size_t mid = values.size() / 2;
+  std::nth_element(values.begin(), values.begin() + mid, values.end());
+  if (values.size() % 2 == 1) {
+    return values[mid];
+  }
+  const double upper = values[mid];
+  return (upper + *std::max_element(values.begin(), values.begin() + mid)) / 2;
+}
+
+// Standard error of the median of n values in units of sigma, at most 1.
+double MedianError(size_t n) {
+  return std::min(1.0, std::sqrt(M_PI / (2.0 * static_cast<double>(n))));
+}
+
 std::string NameSubjects(const std::vector<std::string>& subjects) {
   if (subjects.size() <= kMaxNamedSubjects) {
     return absl::StrJoin(subjects, ", ");
@@ -241,37 +257,36 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
   const BaselineParams params = Params();
   Candidate c;
 
-  // Means over the recent steps; z-scores use sigma / sqrt(n) accordingly.
-  double entropy_sum = 0;
-  double normalized_sum = 0;
+  // Medians over the recent steps: a single-step spike never moves a level.
+  // z-scores divide by the median's standard error, sigma * sqrt(pi / 2n)
+  // (the large-sample value, conservative for small n).
+  std::vector<double> entropies;
+  std::vector<double> normalizeds;
+  std::vector<double> log_grads;
   bool normalized_known = true;
-  double log_grad_sum = 0;
-  int grads = 0;
   for (const auto& r : phase.recent) {
-    entropy_sum += r.entropy;
-    normalized_sum += r.normalized;
+    entropies.push_back(r.entropy);
+    normalizeds.push_back(r.normalized);
     normalized_known = normalized_known && r.normalized >= 0;
     if (r.has_grad) {
-      log_grad_sum += r.log_grad;
-      ++grads;
+      log_grads.push_back(r.log_grad);
     }
   }
-  const double n = static_cast<double>(phase.recent.size());
-  const double entropy = entropy_sum / n;
-  const double normalized = normalized_sum / n;
-  const double entropy_z =
-      (entropy - phase.entropy.mean()) / (phase.entropy.sigma(params) / std::sqrt(n));
+  const double entropy = Median(entropies);
+  const double normalized = Median(normalizeds);
+  const double entropy_z = (entropy - phase.entropy.mean()) /
+                           (phase.entropy.sigma(params) * MedianError(entropies.size()));
 
   const bool has_grad =
       step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
-  const bool grad_judged = has_grad && grads > 0 && phase.log_grad_norm.warm(params);
+  const bool grad_judged = has_grad && !log_grads.empty() && phase.log_grad_norm.warm(params);
   double grad_z = 0;
   double grad_norm = 0;
   if (grad_judged) {
-    const double log_grad = log_grad_sum / grads;
+    const double log_grad = Median(log_grads);
     grad_norm = std::exp(log_grad);
     grad_z = (log_grad - phase.log_grad_norm.mean()) /
-             (phase.log_grad_norm.sigma(params) / std::sqrt(static_cast<double>(grads)));
+             (phase.log_grad_norm.sigma(params) * MedianError(log_grads.size()));
   }
 
   // Joint evidence: when the two z-scores together are far out (their

@@ -1,0 +1,140 @@
+#include "config/analysis_config.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "config/config.h"
+#include "gtest/gtest.h"
+
+namespace entrowatch::config {
+namespace {
+
+std::string Describe(const DetectorCommon& c) {
+  return absl::StrCat(c.enabled, "/", static_cast<int>(c.severity), "/", c.for_steps, "/",
+                      c.clear_steps);
+}
+
+// Every field, so two threshold sets compare equal only when all agree.
+std::string Describe(const AnalysisThresholds& t) {
+  const auto& s = t.states;
+  return absl::StrCat(
+      t.warmup_steps, " ", t.half_life_steps, " ", t.winsorize_z, " ", t.min_relative_sigma, " | ",
+      s.enter_steps, " ", s.exit_steps, " ", s.smoothing_steps, " ", s.entropy_z, " ",
+      s.grad_norm_z, " ", s.joint_z, " ", s.confirm_z, " ", s.low_normalized_entropy, " ",
+      s.high_normalized_entropy, " | ", Describe(t.entropy_collapse.common), " ",
+      t.entropy_collapse.normalized_floor, " ", t.entropy_collapse.relative_drop, " ",
+      t.entropy_collapse.window_steps, " ", t.entropy_collapse.attention_floor_nats, " ",
+      t.entropy_collapse.attention_head_fraction, " | ", Describe(t.entropic_overload.common), " ",
+      t.entropic_overload.normalized_ceiling, " ", t.entropic_overload.p10_normalized_ceiling, " ",
+      t.entropic_overload.z, " | ", Describe(t.attention_locking.common), " ",
+      t.attention_locking.window_steps, " ", t.attention_locking.epsilon_nats, " | ",
+      Describe(t.entropy_drift.common), " ", t.entropy_drift.delta, " ", t.entropy_drift.lambda,
+      " ", t.entropy_drift.clip_z, " ", static_cast<int>(t.entropy_drift.train), " ",
+      static_cast<int>(t.entropy_drift.eval), " ", static_cast<int>(t.entropy_drift.rollout), " | ",
+      Describe(t.head_redundancy.common), " ", t.head_redundancy.max_relative_std, " | ",
+      Describe(t.flat_layer_profile.common), " ", t.flat_layer_profile.min_layers, " ",
+      t.flat_layer_profile.max_relative_spread, " | ", Describe(t.generated_entropy_spike.common),
+      " ", t.generated_entropy_spike.z, " ", t.generated_entropy_spike.min_increase_nats, " ",
+      t.generated_entropy_spike.min_tokens);
+}
+
+TEST(AnalysisConfigTest, ShippedYamlDocumentsExactlyTheDefaults) {
+  auto c = LoadConfigFile(ENTROWATCH_CONFIG_FILE);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(Describe(c->analysis.base), Describe(AnalysisThresholds{}));
+  EXPECT_TRUE(c->analysis.overrides.empty());
+}
+
+TEST(AnalysisConfigTest, ParsesEveryKindOfValue) {
+  auto c = ParseConfig(R"(
+analysis:
+  baseline: {warmup_steps: 20, half_life_steps: 12.5}
+  states: {enter_steps: 2, low_normalized_entropy: 0.2}
+  detectors:
+    entropy_drift: {severity: critical, train: both, eval: none, rollout: down}
+    head_redundancy: {enabled: false}
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& t = c->analysis.base;
+  EXPECT_EQ(t.warmup_steps, 20);
+  EXPECT_DOUBLE_EQ(t.half_life_steps, 12.5);
+  EXPECT_EQ(t.states.enter_steps, 2);
+  EXPECT_DOUBLE_EQ(t.states.low_normalized_entropy, 0.2);
+  EXPECT_EQ(t.entropy_drift.common.severity, AnomalySeverity::kCritical);
+  EXPECT_EQ(t.entropy_drift.train, DriftDirection::kBoth);
+  EXPECT_EQ(t.entropy_drift.eval, DriftDirection::kNone);
+  EXPECT_EQ(t.entropy_drift.rollout, DriftDirection::kDown);
+  EXPECT_FALSE(t.head_redundancy.common.enabled);
+  EXPECT_EQ(t.states.exit_steps, AnalysisThresholds{}.states.exit_steps);
+}
+
+TEST(AnalysisConfigTest, OverridesStartFromTheWholeBaseWhateverTheKeyOrder) {
+  auto c = ParseConfig(R"(
+analysis:
+  overrides:
+    - run: "rl-*"
+      detectors:
+        entropy_drift: {train: both}
+    - run: "sweep-??"
+      baseline: {warmup_steps: 5}
+  baseline: {warmup_steps: 80}
+  detectors:
+    entropy_collapse: {normalized_floor: 0.02}
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->analysis.overrides.size(), 2u);
+  const auto& rl = c->analysis.overrides[0];
+  EXPECT_EQ(rl.run_glob, "rl-*");
+  EXPECT_EQ(rl.thresholds.entropy_drift.train, DriftDirection::kBoth);
+  EXPECT_EQ(rl.thresholds.warmup_steps, 80);
+  EXPECT_DOUBLE_EQ(rl.thresholds.entropy_collapse.normalized_floor, 0.02);
+  const auto& sweep = c->analysis.overrides[1];
+  EXPECT_EQ(sweep.thresholds.warmup_steps, 5);
+  EXPECT_EQ(sweep.thresholds.entropy_drift.train, DriftDirection::kUp);
+}
+
+struct BadCase {
+  std::string yaml;
+  std::string expected;  // a substring of the error: key path and line
+};
+
+class AnalysisConfigErrorTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(AnalysisConfigErrorTest, NamesKeyAndLine) {
+  auto c = ParseConfig(GetParam().yaml, "test.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(c.status().message()).find(GetParam().expected), std::string::npos)
+      << c.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, AnalysisConfigErrorTest,
+    ::testing::Values(
+        BadCase{"analysis:\n  baseline:\n    warmup_step: 3\n",
+                "unknown key 'analysis.baseline.warmup_step' (line 3)"},
+        BadCase{"analysis:\n  baseline:\n    half_life_steps: 0\n",
+                "analysis.baseline.half_life_steps (line 3): expected a value in [1, 1e+06]"},
+        BadCase{"analysis:\n  states:\n    entropy_z: lots\n",
+                "analysis.states.entropy_z (line 3): expected a number"},
+        BadCase{"analysis:\n  states:\n    low_normalized_entropy: 0.5\n"
+                "    high_normalized_entropy: 0.4\n",
+                "analysis.states.high_normalized_entropy (line 4): expected a value above"},
+        BadCase{"analysis:\n  detectors:\n    entropy_drift:\n      severity: loud\n",
+                "analysis.detectors.entropy_drift.severity (line 4): expected info, warning or "
+                "critical"},
+        BadCase{"analysis:\n  detectors:\n    entropy_drift:\n      eval: sideways\n",
+                "analysis.detectors.entropy_drift.eval (line 4): expected none, up, down or both"},
+        BadCase{"analysis:\n  detectors:\n    entropic_overload:\n      for_steps: 0\n",
+                "analysis.detectors.entropic_overload.for_steps (line 4)"},
+        BadCase{"analysis:\n  detectors:\n    no_such_detector: {}\n",
+                "unknown key 'analysis.detectors.no_such_detector' (line 3)"},
+        BadCase{"analysis:\n  overrides:\n    - detectors: {}\n",
+                "analysis.overrides[0].run (line 3): expected a non-empty run-id glob"},
+        BadCase{"analysis:\n  overrides:\n    - run: x\n      overrides: []\n",
+                "unknown key 'analysis.overrides[0].overrides' (line 4)"},
+        BadCase{"analysis:\n  overrides:\n    - run: x\n      states: {exit_steps: -1}\n",
+                "analysis.overrides[0].states.exit_steps (line 4)"}));
+
+}  // namespace
+}  // namespace entrowatch::config
