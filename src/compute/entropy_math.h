@@ -53,7 +53,7 @@ EW_HD T Log2Scale(T beta) {
 // 16-byte boundary of the row and after its last whole vector go through
 // AccumulateOne; the threads' accumulators merge in a block reduction.
 constexpr int kTokenBlockThreads = 256;
-constexpr int kTokenLoadsPerStep = 2;
+constexpr int kTokenLoadsPerStep = 4;
 constexpr int kLoadBytes = 16;
 
 // Online softmax-entropy accumulator over a set of logits. Empty when d == 0
