@@ -4,6 +4,7 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
@@ -12,11 +13,13 @@
 #include <optional>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "cli/args.h"
@@ -284,6 +287,21 @@ class ReportStreamer {
     absl::MutexLock lock(&mu_);
     return late_;
   }
+  // Every non-normal state and anomaly pattern the Acks showed, with the
+  // step it was first seen at, in order of that step.
+  std::string Detections() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::pair<uint64_t, std::string>> seen;
+    for (const auto& [name, step] : first_seen_) {
+      seen.emplace_back(step, name);
+    }
+    std::sort(seen.begin(), seen.end());
+    std::vector<std::string> parts;
+    for (const auto& [step, name] : seen) {
+      parts.push_back(absl::StrCat(name, " at step ", step));
+    }
+    return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+  }
   std::optional<v1::Ack> last_ack() const {
     return client_ == nullptr ? std::nullopt : client_->LatestAck();
   }
@@ -310,6 +328,14 @@ class ReportStreamer {
       err_ << origin << ": rejected: " << CodeName(ack.code()) << ": " << ack.message() << "\n";
       return;
     }
+    const uint64_t step = ack.verdict().step() != 0 ? ack.verdict().step() : ack.step();
+    const v1::HealthState state = ack.verdict().state();
+    if (state != v1::HEALTH_STATE_UNSPECIFIED && state != v1::WARMUP && state != v1::NORMAL) {
+      first_seen_.emplace(v1::HealthState_Name(state), step);
+    }
+    for (const v1::Anomaly& anomaly : ack.anomalies()) {
+      first_seen_.emplace(v1::Pattern_Name(anomaly.pattern()), step);
+    }
     if (settings_.print_verdicts) {
       out_ << FormatAckLine(origin, report, ack) << "\n";
     }
@@ -330,6 +356,7 @@ class ReportStreamer {
   int64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t duplicates_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t late_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, uint64_t> first_seen_ ABSL_GUARDED_BY(mu_);
 };
 
 int RunReplayCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
@@ -411,6 +438,9 @@ int RunSimulateCommand(const ParsedArgs& args, const std::string& addr, std::ost
   for (int64_t step = 1; step <= options.steps && sent_all; ++step) {
     for (uint32_t rank = 0; rank < options.ranks && sent_all; ++rank) {
       v1::Report report = generator.MakeReport(step, rank);
+      // Acks carry seq and step but not the rank: seqs unique across ranks
+      // keep every Ack attributable to its report.
+      report.set_seq(static_cast<uint64_t>(step - 1) * options.ranks + rank + 1);
       const bool last = step == options.steps && rank + 1 == options.ranks;
       if (last && finish) {
         // The final flag closes the run: everything else must be in first.
@@ -439,7 +469,7 @@ int RunSimulateCommand(const ParsedArgs& args, const std::string& addr, std::ost
                 : v1::HealthState_Name(last_ack->verdict().state()))
         << ", anomalies " << FormatAnomalyNames(last_ack->anomalies());
   }
-  out << "\n";
+  out << "; detected: " << streamer.Detections() << "\n";
   return flushed && sent_all && streamer.rejected() == 0 ? kExitOk : kExitError;
 }
 

@@ -26,9 +26,6 @@ std::string StateName(const v1::Verdict& verdict) {
 std::string FormatValue(double value) { return absl::StrFormat("%.4g", value); }
 
 std::string LastReportAge(const v1::RunStatus& run, absl::Time now) {
-  if (run.finished()) {
-    return "finished";
-  }
   if (!run.has_last_report_time()) {
     return "-";
   }
@@ -102,7 +99,8 @@ std::string FormatRunsTable(const v1::ListRunsResponse& runs, absl::Time now) {
     rows.push_back({run.run_id(), absl::StrCat(run.last_step()), StateName(run.verdict()),
                     latest.token_count() > 0 ? absl::StrFormat("%.3f", latest.entropy_mean()) : "-",
                     latest.has_grad_norm() ? FormatValue(latest.grad_norm()) : "-",
-                    FormatAnomalyNames(run.anomalies()), LastReportAge(run, now)});
+                    FormatAnomalyNames(run.anomalies()),
+                    run.finished() ? "finished" : LastReportAge(run, now)});
   }
   return FormatTable(rows);
 }

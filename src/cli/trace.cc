@@ -15,7 +15,8 @@ absl::StatusOr<v1::Report> ParseReportLine(absl::string_view line, int64_t line_
     // per error keeps replay's output readable.
     const absl::string_view message(status.message().data(), status.message().size());
     return absl::InvalidArgumentError(
-        absl::StrCat("line ", line_number, ": ", message.substr(0, message.find('\n'))));
+        absl::StrCat("line ", line_number,
+                     ": not a Report in protobuf JSON: ", message.substr(0, message.find('\n'))));
   }
   return report;
 }

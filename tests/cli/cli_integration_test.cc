@@ -54,7 +54,13 @@ v1::Ack Answer(const v1::Report& report) {
     ack.set_message("grad.global_norm: must be finite and >= 0, got -1");
     return ack;
   }
-  ack.mutable_verdict()->set_state(v1::NORMAL);
+  // The simulated panic run "turns" at step 8.
+  const bool panic = report.run_id() == "sim-x" && report.step() >= 8;
+  ack.mutable_verdict()->set_state(panic ? v1::PANIC_ZONE : v1::NORMAL);
+  ack.mutable_verdict()->set_step(report.step());
+  if (panic && report.step() >= 9) {
+    ack.add_anomalies()->set_pattern(v1::ENTROPY_DRIFT);
+  }
   ack.mutable_latest_step()->set_step(report.step());
   ack.mutable_latest_step()->set_token_count(1);
   ack.mutable_latest_step()->set_entropy_mean(2.5);
@@ -186,7 +192,9 @@ TEST_F(CliIntegrationTest, SimulateStreamsEveryRankAndFinishesTheRun) {
   EXPECT_EQ(r.code, kExitOk) << r.err;
   EXPECT_THAT(r.out, HasSubstr("simulated run sim-x (scenario panic, onset step 5): 10 steps x 3 "
                                "ranks, 30 reports sent, 30 acknowledged, 0 rejected, run marked "
-                               "finished; last ack: step 10 state NORMAL"));
+                               "finished; last ack: step 10 state PANIC_ZONE, anomalies "
+                               "ENTROPY_DRIFT; detected: PANIC_ZONE at step 8, ENTROPY_DRIFT at "
+                               "step 9\n"));
   const std::vector<v1::Report> received = server_->received();
   ASSERT_EQ(received.size(), 30u);
   int finals = 0;
@@ -197,7 +205,7 @@ TEST_F(CliIntegrationTest, SimulateStreamsEveryRankAndFinishesTheRun) {
     EXPECT_EQ(report.world_size(), 3u);
     EXPECT_EQ(report.step(), i / 3 + 1);
     EXPECT_EQ(report.rank(), i % 3);
-    EXPECT_EQ(report.seq(), i / 3 + 1);
+    EXPECT_EQ(report.seq(), i + 1);
     finals += report.final() ? 1 : 0;
     logits_blocks += report.logits_size();
   }

@@ -86,6 +86,10 @@ TEST(FormatTest, RunDetailsShowVerdictSummaryAndAnomalies) {
   anomaly->set_recommended_action("check layer 2");
   const std::string text = FormatRunDetails(run, kNow);
   EXPECT_THAT(text, HasSubstr("run          gpt-small-7\n"));
+  run.set_finished(true);
+  EXPECT_THAT(FormatRunDetails(run, kNow),
+              HasSubstr("run          gpt-small-7 (finished)\nlast step    1200 (last report "
+                        "2m05s ago)"));
   EXPECT_THAT(text, HasSubstr("last step    1200 (last report 2m05s ago), world size 8"));
   EXPECT_THAT(text, HasSubstr("state        PANIC_ZONE since step 1197\n"));
   EXPECT_THAT(text, HasSubstr("evidence     grad_norm_z 4.5 z>= 3\n"));

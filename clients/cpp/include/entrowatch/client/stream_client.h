@@ -25,7 +25,7 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <tuple>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -39,7 +39,10 @@ namespace entrowatch::client {
 
 // Called once per acknowledged report, on the client's reader thread, with
 // the report as sent and the daemon's Ack (ack.code() != 0: rejected). It
-// must not call back into the client's Flush() or Close().
+// must not call back into the client's Flush() or Close(). Acks name a
+// report by (seq, step) only: when reports of several (run, rank) pairs share
+// both and the daemon answers them out of order, an Ack can be paired with
+// the wrong one of them; unique seqs avoid that.
 using AckCallback = std::function<void(const v1::Report& report, const v1::Ack& ack)>;
 
 struct StreamClientOptions {
