@@ -4,17 +4,18 @@
     entrowatchd --config config/entrowatch.yaml &       # listens on 127.0.0.1:50551
     /usr/bin/python3 examples/train_tiny_lm.py --steps 200
 
-The text is Python's own standard library sources. The model (about 230k
-parameters, 4 layers) runs about 200 steps a minute on two cores. Logits,
-attention Q/K of every layer, the gradient norm, loss and learning rate go to
-the daemon; the health state it returns is printed as it changes.
+The text is Python's own standard library sources. The model (about 240k
+parameters, 4 layers) trains 200 steps in one to two minutes on two CPU cores.
+Logits, attention Q/K of every layer, the gradient norm, loss and learning
+rate go to the daemon; the health state it returns is printed as it changes.
 
 Provoke a pathology and watch the daemon call it:
-    --pathology lr-spike    multiply the learning rate by 300 from --spike-step on
-                            (entropy and gradient norm jump: PANIC_ZONE)
-    --pathology tiny-data   train on one short passage over and over
-                            (memorization, entropy collapses: COMFORT_ZONE and
-                            ENTROPY_COLLAPSE)
+    --pathology lr-spike    multiply the learning rate by --spike-factor (300)
+                            from --spike-step (120) on: the model collapses onto
+                            confident predictions under huge updates
+                            (PATHOLOGICAL_CONFIDENCE, ENTROPY_COLLAPSE)
+    --pathology tiny-data   train on one short passage over and over: it is
+                            memorized (COMFORT_ZONE, ENTROPY_COLLAPSE)
 """
 
 import argparse
@@ -102,6 +103,7 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=32, help="logits rows sampled per step")
     p.add_argument("--pathology", choices=["none", "lr-spike", "tiny-data"], default="none")
     p.add_argument("--spike-step", type=int, default=120)
+    p.add_argument("--spike-factor", type=float, default=300.0)
     p.add_argument("--no-monitor", action="store_true", help="train without entrowatch")
     p.add_argument("--finish", action="store_true", help="mark the run finished at the end")
     p.add_argument("--seed", type=int, default=0)
@@ -132,7 +134,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     for step in range(args.steps):
-        lr = args.lr * (300 if args.pathology == "lr-spike" and step >= args.spike_step else 1)
+        lr = args.lr * (args.spike_factor if args.pathology == "lr-spike" and step >= args.spike_step else 1)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = next(data)
