@@ -148,6 +148,9 @@ void Daemon::Shutdown() {
     stop_sweeper_.Notify();
     sweeper_.join();
   }
+  if (metrics_ != nullptr) {
+    metrics_->StopServing();
+  }
   if (started_) {
     spdlog::info("entrowatchd stopped");
   }

@@ -1,7 +1,15 @@
 #include "export/metrics.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -200,7 +208,35 @@ Metrics::Metrics(const MetricsOptions& options)
   SetBackend(options.backend);
 }
 
-Metrics::~Metrics() = default;
+Metrics::~Metrics() { StopServing(); }
+
+void Metrics::StopServing() {
+  if (exposer_ == nullptr) {
+    return;
+  }
+  std::atomic<bool> stopped{false};
+  std::thread stopper([this, &stopped] {
+    exposer_.reset();
+    stopped = true;
+  });
+  // The HTTP server's accept loop polls with a 2 s quantum; a connection
+  // wakes it at once, so stopping takes milliseconds.
+  const std::string host = host_.empty() || host_ == "0.0.0.0" ? "127.0.0.1" : host_;
+  for (int attempt = 0; attempt < 100 && !stopped; ++attempt) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    if (fd >= 0 && inet_pton(AF_INET, host.c_str(), &addr.sin_addr) == 1) {
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    }
+    if (fd >= 0) {
+      close(fd);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stopper.join();
+}
 
 absl::Status Metrics::Serve(const std::string& listen) {
   try {
@@ -215,6 +251,7 @@ absl::Status Metrics::Serve(const std::string& listen) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen));
   }
   port_ = ports.front();
+  host_ = listen.substr(0, listen.rfind(':'));
   return absl::OkStatus();
 }
 

@@ -41,6 +41,8 @@ class Metrics {
   absl::Status Serve(const std::string& listen);
   // The bound port, once serving.
   int port() const { return port_; }
+  // Stops serving /metrics (promptly; also done by the destructor).
+  void StopServing();
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   // Ingest.
@@ -75,6 +77,7 @@ class Metrics {
   MetricsOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string host_;
   int port_ = 0;
 
   // Families (owned by the registry).

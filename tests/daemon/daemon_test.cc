@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "testing/daemon_process.h"
 #include "daemon/report_builder.h"
+#include "ingest/validation_cases.h"
 
 namespace entrowatch::testing {
 namespace {
@@ -35,6 +36,9 @@ constexpr double kH2 = 0.002566;  // logits [10, 1, 0.5, 0.1]
 std::unique_ptr<v1::Monitor::Stub> Stub(const DaemonProcess& d) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(256 << 20);
+  // The connection closes with the channel, so stopping the daemon does not
+  // wait for idle connections from finished tests.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return v1::Monitor::NewStub(
       grpc::CreateCustomChannel(d.grpc_address(), grpc::InsecureChannelCredentials(), args));
 }
@@ -509,6 +513,49 @@ TEST_F(DaemonTest, SigtermDrainsAndExitsCleanly) {
   EXPECT_EQ(*code, 0);
   EXPECT_THAT(daemon_->Log(), HasSubstr("stopped"));
 }
+
+// Every ingest validation rule, through the real gRPC server: Submit fails
+// with INVALID_ARGUMENT naming the field; on a Stream the bad report gets its
+// own Ack and the good report after it is still accepted.
+class ValidationRuleTest : public ::testing::TestWithParam<ValidationCase> {};
+
+TEST_P(ValidationRuleTest, RejectedOverGrpcAndTheDaemonGoesOn) {
+  auto daemon = DaemonProcess::Start(absl::StrCat("ingest: {max_rows_per_report: ", kCaseMaxRows,
+                                                  ", max_elements_per_report: ",
+                                                  kCaseMaxElements, "}\n"));
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto stub = Stub(**daemon);
+  v1::Report bad = ValidBaseReport();
+  GetParam().mutate(&bad);
+  v1::Ack ack;
+  grpc::Status s = Submit(*stub, bad, &ack);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr(GetParam().expected));
+
+  grpc::ClientContext ctx;
+  auto stream = stub->Stream(&ctx);
+  v1::Report good = ValidBaseReport();
+  good.set_seq(99);
+  ASSERT_TRUE(stream->Write(bad));
+  ASSERT_TRUE(stream->Write(good));
+  stream->WritesDone();
+  std::vector<v1::Ack> acks;
+  while (stream->Read(&ack)) {
+    acks.push_back(ack);
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(acks.size(), 2u);
+  EXPECT_EQ(acks[0].code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(acks[0].message(), HasSubstr(GetParam().expected));
+  EXPECT_EQ(acks[1].code(), 0) << acks[1].message();
+  auto scrape = (*daemon)->Scrape();
+  ASSERT_TRUE(scrape.ok());
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_reports_total{result=\"invalid_argument\"}"), 2);
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_reports_total{result=\"ok\"}"), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, ValidationRuleTest, ::testing::ValuesIn(ValidationCases()),
+                         [](const auto& info) { return info.param.name; });
 
 TEST(DaemonStartup, PortInUseFailsFastWithAClearError) {
   auto first = DaemonProcess::Start();
