@@ -170,7 +170,7 @@ def main():
     processes = []
     work = tempfile.TemporaryDirectory(prefix=f"ew-e2e-{args.mode}-")
     workdir = work.name
-    ok = False
+    ok = failed = False
     try:
         am, am_url = servers.start_alertmanager(workdir, ALERTMANAGER_CONFIG)
         processes.append(am)
@@ -254,11 +254,12 @@ scrape_configs:
                 raise AssertionError("some dashboard queries returned no data (above)")
         ok = True
     except (AssertionError, TimeoutError, OSError, ValueError) as e:
+        failed = True
         print(f"FAILED: {e}")
     finally:
         for p in reversed(processes):
             rc = p.stop()
-            if not ok:
+            if failed:
                 print(f"--- {p.name} (pid {p.pid}, exit {rc}) log tail:\n{p.log_tail()}")
         work.cleanup()
     print("PASSED" if ok else "FAILED")
