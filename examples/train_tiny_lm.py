@@ -1,8 +1,8 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Train a tiny byte-level transformer LM on CPU, monitored by entrowatchd.
 
     entrowatchd --config config/entrowatch.yaml &       # listens on 127.0.0.1:50551
-    /usr/bin/python3 examples/train_tiny_lm.py --steps 200
+    .venv/bin/python examples/train_tiny_lm.py --steps 200   # a venv with entrowatch
 
 The text is Python's own standard library sources. The model (about 240k
 parameters, 4 layers) trains 200 steps in one to two minutes on two CPU cores.

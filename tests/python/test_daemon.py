@@ -2,7 +2,9 @@
 
 import math
 import os
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -250,3 +252,40 @@ def test_ddp_ranks_report_one_step_together(daemon, tmp_path):
         assert s.token_count == 2 * 32 and s.has_grad_norm
         assert s.grad_norm_disagreements == 0  # DDP all-reduced the gradients
         assert len(s.layers) == 1
+
+
+def test_tiny_lm_example_runs_monitored(daemon):
+    example = os.path.join(HERE, "..", "..", "examples", "train_tiny_lm.py")
+    out = subprocess.run(
+        [os.environ["ENTROWATCH_PY_VENV_PYTHON"], example, "--address", daemon.grpc_address,
+         "--run-id", "example", "--steps", "3", "--batch", "2", "--context", "16", "--finish"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "reports acked 3, dropped 0" in out.stdout
+    run = get_run(daemon, "example")
+    assert run.finished and [s.step for s in run.history] == [0, 1, 2]
+    assert all(s.token_count == 32 and len(s.layers) == 4 for s in run.history)
+
+
+def test_stalled_daemon_never_blocks_the_loop(daemon):
+    mon = entrowatch.Monitor(daemon.grpc_address, run_id="stalled", rank=0, world_size=1,
+                             max_queue_reports=8, max_inflight=4)
+    rng = np.random.default_rng(9)
+    _log_step(mon, 0, rng, 1.0, 1.0)
+    assert mon.flush(20)
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        slowest = 0.0
+        for step in range(1, 60):
+            t0 = time.perf_counter()
+            _log_step(mon, step, rng, 1.0, 1.0)
+            slowest = max(slowest, time.perf_counter() - t0)
+        assert not mon.flush(timeout=0.5)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert slowest < 0.5
+    assert mon.stats.dropped_queue_full > 0
+    # Once the daemon runs again, everything that was kept is delivered.
+    assert mon.flush(30), vars(mon.stats)
+    assert mon.stats.acked == mon.stats.enqueued
+    assert mon.close()
