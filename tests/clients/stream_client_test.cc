@@ -1,5 +1,7 @@
 #include "entrowatch/client/stream_client.h"
 
+#include <algorithm>
+#include <atomic>
 #include <memory>
 #include <set>
 #include <string>
@@ -233,6 +235,41 @@ TEST(StreamClientTest, ServerRestartResendsOnlyUnacknowledgedReportsInOrder) {
   EXPECT_EQ(stats.acknowledged, 100u);
   EXPECT_GE(stats.resent, 70u);
   EXPECT_GE(stats.stream_restarts, 1u);
+}
+
+TEST(StreamClientTest, UnavailableAcksAreRetriedNotReported) {
+  // A draining daemon refuses the first reports with UNAVAILABLE.
+  auto refusals = std::make_shared<std::atomic<int>>(3);
+  FakeMonitorOptions server_options;
+  server_options.answer = [refusals](const v1::Report& report) {
+    v1::Ack ack;
+    ack.set_seq(report.seq());
+    ack.set_step(report.step());
+    if (refusals->fetch_sub(1) > 0) {
+      ack.set_code(14);
+      ack.set_message("entrowatchd is shutting down");
+    }
+    return ack;
+  };
+  std::unique_ptr<FakeMonitor> server = FakeMonitor::Start(server_options);
+  ASSERT_NE(server, nullptr);
+  AckLog log;
+  StreamClientOptions options = FastOptions(server->address());
+  options.on_ack = log.Callback();
+  auto client = StreamClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  for (uint64_t step = 1; step <= 10; ++step) {
+    ASSERT_TRUE((*client)->Enqueue(MakeReport("r", 0, step)));
+  }
+  ASSERT_TRUE((*client)->Flush(absl::Now() + kWait).ok());
+  EXPECT_THAT(log.seqs(), ElementsAreArray(Range(1, 10)));
+  EXPECT_THAT(log.codes(), ::testing::Each(0));
+  const StreamClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.rejected, 0u);
+  EXPECT_GE(stats.stream_restarts, 1u);
+  const std::vector<uint64_t> seqs = Seqs(server->received());
+  EXPECT_GE(std::count(seqs.begin(), seqs.end(), 1u), 2);
+  EXPECT_EQ(stats.last_error.code(), absl::StatusCode::kUnavailable);
 }
 
 TEST(StreamClientTest, FlushTimesOutWhenTheDaemonIsUnreachable) {

@@ -189,7 +189,8 @@ bool StreamClient::RunStream() {
   }
   std::unique_ptr<grpc::ClientReaderWriter<v1::Report, v1::Ack>> stream = stub_->Stream(&context);
   bool acked_any = false;
-  std::thread reader([&] { ReadAcks(stream.get(), &acked_any); });
+  absl::Status refused;
+  std::thread reader([&] { ReadAcks(stream.get(), &acked_any, &refused); });
   while (true) {
     std::shared_ptr<const v1::Report> report;
     {
@@ -216,17 +217,23 @@ bool StreamClient::RunStream() {
   stream_context_ = nullptr;
   if (!closing_) {
     ++stats_.stream_restarts;
-    stats_.last_error = StreamEndStatus(status);
+    stats_.last_error = refused.ok() ? StreamEndStatus(status) : refused;
   }
   // Whatever was written but not acknowledged goes out again, in order.
   next_unsent_ = 0;
   return acked_any;
 }
 
-void StreamClient::ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* stream,
-                            bool* acked_any) {
+void StreamClient::ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* stream, bool* acked_any,
+                            absl::Status* refused) {
   v1::Ack ack;
   while (stream->Read(&ack)) {
+    if (ack.code() == static_cast<int>(absl::StatusCode::kUnavailable)) {
+      // The daemon did not take the report (it is shutting down): drop this
+      // stream and resend everything unacknowledged, in order, to the next.
+      *refused = absl::UnavailableError(ack.message());
+      break;
+    }
     std::shared_ptr<const v1::Report> report;
     {
       absl::MutexLock lock(&mu_);

@@ -5,7 +5,10 @@
 // A training loop calls Enqueue() on its hot path; a sender thread owned by
 // the client writes the queued reports to one Monitor.Stream, matches the
 // daemon's Acks to them, and reconnects with exponential backoff when the
-// stream breaks, resending every report not yet acknowledged, in order.
+// stream breaks, resending every report not yet acknowledged, in order. An
+// Ack with code UNAVAILABLE (a daemon shutting down) counts as no answer: the
+// stream is dropped and the report resent. Any other code is final; the
+// daemon acknowledges a resent report it already accepted as a duplicate.
 //
 //   ASSIGN_OR_RETURN(auto client, StreamClient::Create({.target = "host:50551"}));
 //   client->Enqueue(report);             // never blocks; false = dropped
@@ -130,7 +133,10 @@ class StreamClient {
   // Runs one stream until it breaks or the client closes. True when at least
   // one Ack arrived on it.
   bool RunStream();
-  void ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* stream, bool* acked_any);
+  // Matches Acks to written reports until the stream ends or the daemon
+  // answers UNAVAILABLE (then `refused` holds why and nothing is matched).
+  void ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* stream, bool* acked_any,
+                absl::Status* refused);
 
   bool HasRoomOrClosed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasWorkOrClosed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
