@@ -16,6 +16,9 @@ bool DegradingEngine::Degrade(const absl::Status& status) {
   if (status.ok() || absl::IsInvalidArgument(status)) {
     return false;
   }
+  if (absl::IsResourceExhausted(status)) {
+    return true;
+  }
   absl::MutexLock lock(&mu_);
   if (!degraded_.load()) {
     failure_ = status.ToString();

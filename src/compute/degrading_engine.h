@@ -13,11 +13,11 @@
 
 namespace entrowatch::compute {
 
-// Forwards calls to `primary` until it returns an error other than
-// InvalidArgument (which is the caller's fault and is returned as is); from
-// then on every call, including the failed one, goes to `fallback`, and
-// degraded() is true. name() is the engine serving calls. Thread-safe when
-// both engines are.
+// Forwards calls to `primary`. InvalidArgument (the caller's fault) is
+// returned as is; ResourceExhausted (an input too large for the device pool)
+// sends that one call to `fallback`; any other error is a device failure:
+// that call and every later one go to `fallback`, and degraded() is true.
+// name() is the engine serving calls. Thread-safe when both engines are.
 class DegradingEngine final : public EntropyEngine {
  public:
   DegradingEngine(std::unique_ptr<EntropyEngine> primary, std::unique_ptr<EntropyEngine> fallback);
@@ -33,7 +33,7 @@ class DegradingEngine final : public EntropyEngine {
   std::string failure() const;
 
  private:
-  // Records the failure; true when the call should go to the fallback.
+  // Records a device failure; true when the call should go to the fallback.
   bool Degrade(const absl::Status& status);
 
   const std::unique_ptr<EntropyEngine> primary_;

@@ -20,8 +20,8 @@ namespace entrowatch::compute {
 
 // One block of logits, [rows, vocab]. Preconditions (checked by ingest, and
 // again by engines with InvalidArgument): 1 <= valid_vocab <= vocab,
-// temperature > 0 and finite, target_ids empty or one per row, each in
-// [0, valid_vocab).
+// temperature > 0 and finite, top_p > 0 (not NaN), target_ids empty or one
+// per row, each in [0, valid_vocab).
 struct LogitsInput {
   common::MatrixView logits;
   int64_t valid_vocab = 0;  // columns >= valid_vocab are padding, excluded
@@ -46,7 +46,9 @@ struct RowEntropy {
   double entropy = 0;     // nats, in [0, log(valid_vocab)]
   double normalized = 0;  // entropy / log(valid_vocab); 0 when valid_vocab == 1
   double top1_prob = 0;
-  double surprisal = 0;  // -log p(target); only when target_ids is given
+  // -log p(target); only when target_ids is given; +inf when the target's
+  // logit is -inf.
+  double surprisal = 0;
   // Sampling view, only when LogitsInput::sampling(): the distribution after
   // temperature, then top-k (ties with the k-th value kept), then top-p
   // (smallest prefix whose cumulative probability exceeds p; top-1 kept).

@@ -75,5 +75,19 @@ TEST(DegradingEngineTest, InvalidArgumentIsTheCallersAndDoesNotDegrade) {
   EXPECT_FALSE(engine.degraded());
 }
 
+TEST(DegradingEngineTest, InputTooLargeForTheDeviceGoesToTheFallbackOnce) {
+  auto primary = std::make_unique<ScriptedEngine>(absl::ResourceExhaustedError("pool too small"));
+  ScriptedEngine* device = primary.get();
+  DegradingEngine engine(std::move(primary), std::make_unique<ReferenceEngine>());
+  const std::vector<float> row = {2.0f, 1.0f, 0.5f, 0.3f};
+  std::vector<RowEntropy> out(1);
+  for (int call = 0; call < 2; ++call) {
+    ASSERT_TRUE(engine.TokenEntropy(FourLogits(row), absl::MakeSpan(out)).ok());
+    EXPECT_NEAR(out[0].entropy, 1.144266, 1e-6);
+  }
+  EXPECT_FALSE(engine.degraded());
+  EXPECT_EQ(device->calls, 2);
+}
+
 }  // namespace
 }  // namespace entrowatch::compute

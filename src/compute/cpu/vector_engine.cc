@@ -150,6 +150,21 @@ absl::Status VectorEngine::AttentionEntropy(const AttentionInput& in, AttentionO
       }
     }
   }
+  // Keys in blocks of kAttentionKeyBlock, each block transposed, so that one
+  // vector holds the same dimension of consecutive keys and a query's pass
+  // over a block reads it front to back.
+  const int64_t blocks_per_head = (in.nk + kAttentionKeyBlock - 1) / kAttentionKeyBlock;
+  const int64_t head_floats = blocks_per_head * d * kAttentionKeyBlock;
+  std::vector<float> k_blocks(in.kv_heads * head_floats, 0.0f);
+  for (int64_t g = 0; g < in.kv_heads; ++g) {
+    for (int64_t j = 0; j < in.nk; ++j) {
+      float* block =
+          k_blocks.data() + g * head_floats + (j / kAttentionKeyBlock) * d * kAttentionKeyBlock;
+      for (int64_t c = 0; c < d; ++c) {
+        block[c * kAttentionKeyBlock + j % kAttentionKeyBlock] = k[(g * in.nk + j) * d + c];
+      }
+    }
+  }
   const float scale = EffectiveScale(in);
   const int64_t group = in.heads / in.kv_heads;
   const int64_t blocks = (in.nq + kQueriesPerTask - 1) / kQueriesPerTask;
@@ -159,7 +174,7 @@ absl::Status VectorEngine::AttentionEntropy(const AttentionInput& in, AttentionO
     const int64_t h = task / blocks;
     const int64_t first = (task % blocks) * kQueriesPerTask;
     const int64_t last = std::min(in.nq, first + kQueriesPerTask);
-    const float* keys = k.data() + (h / group) * in.nk * d;
+    const float* keys = k_blocks.data() + (h / group) * head_floats;
     for (int64_t i = first; i < last; ++i) {
       const int64_t visible = in.causal ? in.nk - in.nq + i + 1 : in.nk;
       AttentionAccumulator<float> acc;

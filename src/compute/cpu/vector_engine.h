@@ -17,9 +17,10 @@ namespace entrowatch::compute {
 // on scheduling. The sampling view (rows with top-k / top-p) sorts the row's
 // finite logits in double, as the reference does.
 //
-// Attention entropy per (head, query) in float: K rows converted to float
-// once (O(nk * head_dim) memory), scores streamed through the online
-// accumulator, never the nq x nk matrix; (head, query block) tasks spread
+// Attention entropy per (head, query) in float: K converted to float and
+// transposed once (O(nk * head_dim) memory), the scores of a query against
+// a vector of keys at a time streamed through lane-wise online
+// accumulators, never the nq x nk matrix; (head, query block) tasks spread
 // over the pool.
 //
 // Thread-safe: concurrent calls share the pool; each call also computes on

@@ -169,31 +169,70 @@ ChunkPartial AccumulateBFloat16(const void* row, int64_t begin, int64_t end, flo
   return AccumulateT(static_cast<const hwy::bfloat16_t*>(row), begin, end, scale2);
 }
 
-void AccumulateScores(const float* q, const float* k, int64_t keys, int64_t dim, float scale,
+// Scores of one query against `keys` keys held in blocks of
+// kAttentionKeyBlock keys, each block transposed ([d][kAttentionKeyBlock],
+// layout in vector_kernels.h): one broadcast-FMA per (dimension, vector of
+// keys) with four independent chains, then lane-wise online accumulators with
+// the same exp2 as the token path, merged at the end.
+void AccumulateScores(const float* q, const float* k_blocks, int64_t keys, int64_t dim, float scale,
                       AttentionAccumulator<float>* acc) {
   const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
   const int64_t n = hn::Lanes(d);
-  constexpr int64_t kTile = 64;
-  float scores[kTile];
-  for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
-    const int64_t count = keys - j0 < kTile ? keys - j0 : kTile;
-    for (int64_t j = 0; j < count; ++j) {
-      const float* key = k + (j0 + j) * dim;
-      auto dot = hn::Zero(d);
-      int64_t c = 0;
-      for (; c + n <= dim; c += n) {
-        dot = hn::MulAdd(hn::LoadU(d, q + c), hn::LoadU(d, key + c), dot);
-      }
-      float sum = hn::GetLane(hn::SumOfLanes(d, dot));
-      for (; c < dim; ++c) {
-        sum += q[c] * key[c];
-      }
-      scores[j] = scale * sum;
+  const V log2e = hn::Set(d, static_cast<float>(kLog2e));
+  const V floor = hn::Set(d, kExp2Floor);
+  const V scale_v = hn::Set(d, scale);
+  const V masked = hn::Set(d, -std::numeric_limits<float>::infinity());
+  V m = hn::Set(d, hwy::LowestValue<float>());
+  V sum_d = hn::Zero(d);
+  V sum_u = hn::Zero(d);
+  V sum_q = hn::Zero(d);
+  for (int64_t j0 = 0; j0 < keys; j0 += n) {
+    const float* column =
+        k_blocks + (j0 / kAttentionKeyBlock) * dim * kAttentionKeyBlock + j0 % kAttentionKeyBlock;
+    // Four named chains (an array would live on the stack).
+    V chain0 = hn::Zero(d);
+    V chain1 = hn::Zero(d);
+    V chain2 = hn::Zero(d);
+    V chain3 = hn::Zero(d);
+    int64_t c = 0;
+    for (; c + 4 <= dim; c += 4) {
+      const float* rows = column + c * kAttentionKeyBlock;
+      chain0 = hn::MulAdd(hn::Set(d, q[c]), hn::LoadU(d, rows), chain0);
+      chain1 = hn::MulAdd(hn::Set(d, q[c + 1]), hn::LoadU(d, rows + kAttentionKeyBlock), chain1);
+      chain2 =
+          hn::MulAdd(hn::Set(d, q[c + 2]), hn::LoadU(d, rows + 2 * kAttentionKeyBlock), chain2);
+      chain3 =
+          hn::MulAdd(hn::Set(d, q[c + 3]), hn::LoadU(d, rows + 3 * kAttentionKeyBlock), chain3);
     }
-    for (int64_t j = 0; j < count; ++j) {
-      AccumulateOne(*acc, scores[j]);
+    for (; c < dim; ++c) {
+      chain0 = hn::MulAdd(hn::Set(d, q[c]), hn::LoadU(d, column + c * kAttentionKeyBlock), chain0);
     }
+    const V dot = hn::Add(hn::Add(chain0, chain1), hn::Add(chain2, chain3));
+    V score = hn::Mul(dot, scale_v);
+    if (j0 + n > keys) {
+      score = hn::IfThenElse(hn::FirstN(d, static_cast<size_t>(keys - j0)), score, masked);
+    }
+    const V new_m = hn::Max(m, score);
+    const V shift = hn::Max(hn::Mul(hn::Sub(m, new_m), log2e), floor);
+    const V r = Exp2NonPositive(d, shift);
+    sum_u = hn::Mul(r, hn::MulAdd(sum_d, shift, sum_u));
+    sum_d = hn::Mul(sum_d, r);
+    sum_q = hn::Mul(sum_q, hn::Mul(r, r));
+    m = new_m;
+    const V t = hn::Max(hn::Mul(hn::Sub(score, m), log2e), floor);
+    const V e = Exp2NonPositive(d, t);
+    sum_d = hn::Add(sum_d, e);
+    sum_u = hn::MulAdd(e, t, sum_u);
+    sum_q = hn::MulAdd(e, e, sum_q);
   }
+  const float row_m = hn::GetLane(hn::MaxOfLanes(d, m));
+  const V shift = hn::Max(hn::Mul(hn::Sub(m, hn::Set(d, row_m)), log2e), floor);
+  const V r = Exp2NonPositive(d, shift);
+  acc->h.m = row_m;
+  acc->h.d = hn::GetLane(hn::SumOfLanes(d, hn::Mul(sum_d, r)));
+  acc->h.u = hn::GetLane(hn::SumOfLanes(d, hn::Mul(r, hn::MulAdd(sum_d, shift, sum_u))));
+  acc->q = hn::GetLane(hn::SumOfLanes(d, hn::Mul(sum_q, hn::Mul(r, r))));
 }
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
@@ -224,9 +263,9 @@ ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begi
   return {};
 }
 
-void AccumulateAttentionScores(const float* q, const float* k, int64_t keys, int64_t d, float scale,
-                               AttentionAccumulator<float>* acc) {
-  HWY_DYNAMIC_DISPATCH(AccumulateScores)(q, k, keys, d, scale, acc);
+void AccumulateAttentionScores(const float* q, const float* k_blocks, int64_t keys, int64_t d,
+                               float scale, AttentionAccumulator<float>* acc) {
+  HWY_DYNAMIC_DISPATCH(AccumulateScores)(q, k_blocks, keys, d, scale, acc);
 }
 
 absl::string_view VectorTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }

@@ -24,10 +24,15 @@ struct ChunkPartial {
 ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begin, int64_t end,
                               float scale2);
 
-// Appends `keys` scores scale * (q . k_j) of consecutive key rows (row stride
-// d, fp32) into the attention accumulator.
-void AccumulateAttentionScores(const float* q, const float* k, int64_t keys, int64_t d, float scale,
-                               AttentionAccumulator<float>* acc);
+// Sets `acc` to the accumulator of the `keys` scores scale * (q . k_j) of
+// one query (d floats). Keys are stored in blocks of kAttentionKeyBlock, each
+// block transposed: dimension c of key j at
+// k_blocks[((j / kAttentionKeyBlock) * d + c) * kAttentionKeyBlock +
+// j % kAttentionKeyBlock], the last block padded (padding is read, its
+// values ignored). keys >= 1.
+constexpr int64_t kAttentionKeyBlock = 64;
+void AccumulateAttentionScores(const float* q, const float* k_blocks, int64_t keys, int64_t d,
+                               float scale, AttentionAccumulator<float>* acc);
 
 // The instruction set chosen on this host, e.g. "AVX3" (AVX-512) or "AVX2".
 absl::string_view VectorTargetName();
