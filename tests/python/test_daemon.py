@@ -68,8 +68,13 @@ def test_round_trip_of_every_log_call(daemon):
     mon.log_attention_entropies(4, 2, heads)
     mon.log_grad_norm(4, torch.tensor(2.5))
     mon.log_scalars(4, loss=torch.tensor(3.25), lr=1e-3)
+    # Step 5: sampled rows keep their targets: each row is confident in its own target.
+    peaks = torch.from_numpy(rng.permutation(60)[:48])
+    confident = torch.zeros(6, 8, 60)
+    confident.view(48, 60)[torch.arange(48), peaks] = 30.0
+    mon.log_logits(5, confident, rows=10, targets=peaks.view(6, 8))
     assert mon.flush(20), vars(mon.stats)
-    assert mon.stats.acked == 5 and mon.stats.rejected == 0
+    assert mon.stats.acked == 6 and mon.stats.rejected == 0
 
     steps = history_by_step(daemon, "roundtrip")
     rows = bf16_round(logits.float().numpy().reshape(10, 40))[1:]  # row 0's target is ignored
@@ -94,6 +99,7 @@ def test_round_trip_of_every_log_call(daemon):
     assert steps[4].has_grad_norm and steps[4].grad_norm == pytest.approx(2.5)
     assert steps[4].has_loss and steps[4].loss == pytest.approx(3.25)
     assert steps[4].learning_rate == pytest.approx(1e-3)
+    assert steps[5].surprisal_count == 10 and steps[5].surprisal_mean < 1e-6
 
     text = daemon.metrics()
     assert metric_value(text, "entrowatch_grad_norm", run="roundtrip") == pytest.approx(2.5)
