@@ -73,6 +73,7 @@ def test_round_trip_of_every_log_call(daemon):
     confident = torch.zeros(6, 8, 60)
     confident.view(48, 60)[torch.arange(48), peaks] = 30.0
     mon.log_logits(5, confident, rows=10, targets=peaks.view(6, 8))
+    mon.log_logits(5, confident.bfloat16(), rows=10, targets=peaks.view(6, 8))
     assert mon.flush(20), vars(mon.stats)
     assert mon.stats.acked == 6 and mon.stats.rejected == 0
 
@@ -99,7 +100,7 @@ def test_round_trip_of_every_log_call(daemon):
     assert steps[4].has_grad_norm and steps[4].grad_norm == pytest.approx(2.5)
     assert steps[4].has_loss and steps[4].loss == pytest.approx(3.25)
     assert steps[4].learning_rate == pytest.approx(1e-3)
-    assert steps[5].surprisal_count == 10 and steps[5].surprisal_mean < 1e-6
+    assert steps[5].surprisal_count == 20 and steps[5].surprisal_mean < 1e-6
 
     text = daemon.metrics()
     assert metric_value(text, "entrowatch_grad_norm", run="roundtrip") == pytest.approx(2.5)

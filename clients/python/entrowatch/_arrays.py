@@ -96,8 +96,25 @@ def take_rows(x, indices):
             # numpy's fancy indexing of the same memory costs a fraction of a
             # torch dispatch, and this runs on the trainer's thread.
             return x.numpy()[indices]
-        return x.index_select(0, torch.as_tensor(indices, device=x.device))
+        index = torch.as_tensor(indices)
+        if x.is_cuda:
+            # A blocking host-to-device copy would synchronize the trainer's stream.
+            index = index.pin_memory().to(x.device, non_blocking=True)
+        return x.index_select(0, index.to(x.device))
     return x[indices]
+
+
+def cuda_event(*tensors):
+    """An event recorded on the current CUDA stream after the work that makes
+    tensors, or None when none is on a GPU. The sender waits on it before its
+    copies, which run on another thread's stream."""
+    torch = torch_module()
+    for t in tensors:
+        if is_torch(t) and t.is_cuda:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(t.device))
+            return event
+    return None
 
 
 def copy_of(x):

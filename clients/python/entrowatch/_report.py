@@ -40,6 +40,7 @@ class StepReport:
         self.time_ns = time_ns
         self.seq = 0
         self.nbytes = 0
+        self.device_events = []
         self.logits = []
         self.attention = []
         self.token_entropies = []  # (values, vocab_size, kinds)
@@ -50,8 +51,10 @@ class StepReport:
         self.loss = None
         self.learning_rate = None
 
-    def add(self, item_bytes):
+    def add(self, item_bytes, device_event):
         self.nbytes += item_bytes
+        if device_event is not None:
+            self.device_events.append(device_event)
 
 
 class Dropped:
@@ -134,6 +137,8 @@ def _yield_gil():
 
 def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
     """The wire Report for a StepReport. Reads device tensors (host copies)."""
+    for event in report.device_events:
+        event.synchronize()
     out = pb.Report(run_id=run_id, rank=rank, world_size=world_size, step=report.step,
                     seq=report.seq, phase=phase)
     out.time.FromNanoseconds(report.time_ns)

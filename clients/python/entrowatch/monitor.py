@@ -219,7 +219,8 @@ class Monitor:
             _arrays.take_rows(_arrays.flatten_leading(x, 1), idx), int(valid_vocab), temperature,
             None if targets is None else _arrays.take_rows(targets, idx),
             None if token_kinds is None else _arrays.take_rows(token_kinds, idx))
-        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows))
+        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows), item.rows,
+                  item.targets, item.kinds)
 
     def log_token_entropies(self, step, entropies, vocab_size, token_kinds=None):
         """Token entropies (nats) computed by the caller, any shape (flattened).
@@ -235,9 +236,10 @@ class Monitor:
             raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
         n = _arrays.numel(x)
         token_kinds = _per_row(token_kinds, "token_kinds", tuple(x.shape), n)
-        entry = (_arrays.copy_of(x.reshape(-1)), vocab_size,
-                 None if token_kinds is None else _arrays.copy_of(token_kinds))
-        self._add(step, lambda r: r.token_entropies.append(entry), _arrays.nbytes(x))
+        values = _arrays.copy_of(x.reshape(-1))
+        kinds = None if token_kinds is None else _arrays.copy_of(token_kinds)
+        self._add(step, lambda r: r.token_entropies.append((values, vocab_size, kinds)),
+                  _arrays.nbytes(x), values, kinds)
 
     def log_attention(self, step, layer, q, k, causal=True, scale=None, query_kinds=None,
                       queries=None, batch_index=0, _owned=False):
@@ -292,7 +294,8 @@ class Monitor:
             q, k = _arrays.copy_of(q), _arrays.copy_of(k)
         item = _report.AttentionItem(layer, q, k, bool(causal),
                                      None if scale is None else float(scale), query_kinds)
-        self._add(step, lambda r: r.attention.append(item), _arrays.nbytes(q) + _arrays.nbytes(k))
+        self._add(step, lambda r: r.attention.append(item), _arrays.nbytes(q) + _arrays.nbytes(k),
+                  q, k, query_kinds)
 
     def log_attention_entropies(self, step, layer, head_entropy):
         """Per-head attention entropies (nats) computed by the caller, one per head."""
@@ -303,8 +306,9 @@ class Monitor:
         if x.ndim != 1 or _arrays.numel(x) == 0:
             raise ValueError(f"head_entropy must be 1-D with one value per head, got shape "
                              f"{tuple(x.shape)}")
-        entry = (layer, _arrays.copy_of(x))
-        self._add(step, lambda r: r.attention_entropies.append(entry), _arrays.nbytes(x))
+        values = _arrays.copy_of(x)
+        self._add(step, lambda r: r.attention_entropies.append((layer, values)), _arrays.nbytes(x),
+                  values)
 
     def log_grad_norm(self, step, model_or_value, per_layer=False):
         """Global L2 gradient norm: a number / scalar tensor, or a torch module
@@ -329,7 +333,7 @@ class Monitor:
             r.grad_norm = value
             r.layer_names, r.layer_norms = names, norms
 
-        self._add(step, fill, 0)
+        self._add(step, fill, 0, value, norms)
 
     def log_scalars(self, step, loss=None, lr=None):
         """Loss and learning rate of the step (numbers or scalar tensors)."""
@@ -345,7 +349,7 @@ class Monitor:
             if lr is not None:
                 r.learning_rate = lr
 
-        self._add(step, fill, 0)
+        self._add(step, fill, 0, loss, lr)
 
     # ---- state ---------------------------------------------------------------
 
@@ -416,7 +420,8 @@ class Monitor:
 
     # ---- internals -----------------------------------------------------------
 
-    def _add(self, step, fill, nbytes):
+    def _add(self, step, fill, nbytes, *tensors):
+        device_event = _arrays.cuda_event(*tensors)
         with self._lock:
             if self._closed:
                 self._warn.warning("closed", "entrowatch: log call after close() ignored")
@@ -433,7 +438,7 @@ class Monitor:
                 pending = self._pending = _report.StepReport(step, time.time_ns())
                 self._last_step = step
             fill(pending)
-            pending.add(nbytes)
+            pending.add(nbytes, device_event)
 
     def _hand_over(self, closing=False):
         with self._lock:
