@@ -96,12 +96,17 @@ def take_rows(x, indices):
             # numpy's fancy indexing of the same memory costs a fraction of a
             # torch dispatch, and this runs on the trainer's thread.
             return x.numpy()[indices]
-        index = torch.as_tensor(indices)
-        if x.is_cuda:
-            # A blocking host-to-device copy would synchronize the trainer's stream.
-            index = index.pin_memory().to(x.device, non_blocking=True)
-        return x.index_select(0, index.to(x.device))
+        return x.index_select(0, index_on(indices, x.device))
     return x[indices]
+
+
+def index_on(indices, device):
+    """A list of ints as a long tensor on device, copied without blocking."""
+    index = torch_module().as_tensor(indices)
+    if device.type == "cuda":
+        # A blocking host-to-device copy would synchronize the trainer's stream.
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
 
 
 def cuda_event(*tensors):

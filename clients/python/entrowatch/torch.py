@@ -21,6 +21,8 @@ import re
 import torch
 import torch.nn.functional as F
 
+from entrowatch import _arrays
+
 _NUMERIC = re.compile(r"^\d+$")
 
 
@@ -62,7 +64,7 @@ def grad_norms(model, per_layer=False):
             names.append(key)
         group.append(index[key])
     per = torch.zeros(len(names), device=device, dtype=torch.float32)
-    per.index_add_(0, torch.tensor(group, device=device), squares)
+    per.index_add_(0, _arrays.index_on(group, device), squares)
     return total, names, per.sqrt()
 
 
