@@ -124,6 +124,10 @@ bool NormalizedEntropy(const v1::StepSummary& step, double* out) {
   return false;
 }
 
+bool UsableGradNorm(const v1::StepSummary& step) {
+  return step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
+}
+
 // Median of a non-empty sample (mean of the middle two for an even size).
 double Median(std::vector<double> values) {
   const size_t mid = values.size() / 2;
@@ -195,8 +199,7 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
     if (NormalizedEntropy(step, &normalized)) {
       recent.normalized = normalized;
     }
-    recent.has_grad =
-        step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
+    recent.has_grad = UsableGradNorm(step);
     recent.log_grad = recent.has_grad ? std::log(step.grad_norm()) : 0;
     phase.recent.push_back(recent);
     while (phase.recent.size() > static_cast<size_t>(t.states.smoothing_steps)) {
@@ -222,6 +225,7 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
         tokens_warm ? Overload(step, phase) : Finding{});
   Apply(v1::ENTROPY_DRIFT, token_subject, t.entropy_drift.common, step.step(),
         tokens_warm ? Drift(step, phase) : Finding{});
+  // Locking keeps its rolling windows filling during warm-up.
   Finding locking = Locking(step);
   Apply(v1::ATTENTION_LOCKING, "attention", t.attention_locking.common, step.step(),
         attention_warm ? std::move(locking) : Finding{});
@@ -240,7 +244,7 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
       phase.entropy_baseline_history.pop_front();
     }
   }
-  if (step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm())) {
+  if (UsableGradNorm(step)) {
     phase.log_grad_norm.Update(std::log(step.grad_norm()), params);
   }
   if (index == kRollout &&
@@ -277,8 +281,7 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
   const double entropy_z = (entropy - phase.entropy.mean()) /
                            (phase.entropy.sigma(params) * MedianError(entropies.size()));
 
-  const bool has_grad =
-      step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
+  const bool has_grad = UsableGradNorm(step);
   const bool grad_judged = has_grad && !log_grads.empty() && phase.log_grad_norm.warm(params);
   double grad_z = 0;
   double grad_norm = 0;

@@ -1,0 +1,116 @@
+#include "trace_expectations.h"
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+
+namespace entrowatch::analysis::testing {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+constexpr absl::string_view kMetaSuffix = ".meta.json";
+
+std::set<std::string> StringList(const Struct& meta, const std::string& key) {
+  std::set<std::string> out;
+  auto it = meta.fields().find(key);
+  if (it != meta.fields().end()) {
+    for (const Value& v : it->second.list_value().values()) {
+      out.insert(v.string_value());
+    }
+  }
+  return out;
+}
+
+double Number(const Struct& meta, const std::string& key) {
+  auto it = meta.fields().find(key);
+  return it == meta.fields().end() ? -1 : it->second.number_value();
+}
+
+}  // namespace
+
+std::vector<std::string> TraceNames() {
+  std::vector<std::string> names;
+  DIR* dir = opendir(ENTROWATCH_TEST_DATA_DIR);
+  if (dir == nullptr) {
+    return names;
+  }
+  while (dirent* e = readdir(dir)) {
+    const std::string file = e->d_name;
+    if (absl::EndsWith(file, kMetaSuffix)) {
+      names.push_back(file.substr(0, file.size() - kMetaSuffix.size()));
+    }
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string TracePath(const std::string& name) {
+  return absl::StrCat(ENTROWATCH_TEST_DATA_DIR, "/", name, ".jsonl");
+}
+
+void ExpectMeetsMeta(const std::string& name, const std::vector<Observed>& timeline) {
+  std::ifstream in(absl::StrCat(ENTROWATCH_TEST_DATA_DIR, "/", name, kMetaSuffix));
+  std::stringstream text;
+  text << in.rdbuf();
+  Struct meta;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(text.str(), &meta).ok()) << name;
+  ASSERT_FALSE(timeline.empty()) << name;
+
+  const auto healthy = meta.fields().find("healthy");
+  if (healthy != meta.fields().end() && healthy->second.bool_value()) {
+    int judged = 0;
+    for (const auto& o : timeline) {
+      if (o.state == "WARMUP") {
+        continue;
+      }
+      ++judged;
+      EXPECT_EQ(o.state, "NORMAL") << name << " step " << o.step;
+      EXPECT_TRUE(o.patterns.empty()) << name << " step " << o.step << ": " << *o.patterns.begin();
+    }
+    EXPECT_GT(judged, 0) << name << " never left WARMUP";
+    return;
+  }
+
+  ASSERT_GE(Number(meta, "onset_step"), 0) << name << ": meta needs onset_step";
+  ASSERT_GE(Number(meta, "max_delay_steps"), 0) << name << ": meta needs max_delay_steps";
+  const uint64_t onset = static_cast<uint64_t>(Number(meta, "onset_step"));
+  const uint64_t delay = static_cast<uint64_t>(Number(meta, "max_delay_steps"));
+  const std::set<std::string> states = StringList(meta, "expected_states");
+  const std::set<std::string> patterns = StringList(meta, "expected_patterns");
+  ASSERT_FALSE(states.empty() && patterns.empty()) << name << ": meta expects nothing";
+
+  std::set<std::string> seen_states;
+  std::set<std::string> seen_patterns;
+  for (const auto& o : timeline) {
+    if (o.step < onset) {
+      EXPECT_TRUE(o.state == "WARMUP" || o.state == "NORMAL")
+          << name << " step " << o.step << " before onset: " << o.state;
+      EXPECT_TRUE(o.patterns.empty())
+          << name << " step " << o.step << " before onset: " << *o.patterns.begin();
+    } else if (o.step <= onset + delay) {
+      seen_states.insert(o.state);
+      seen_patterns.insert(o.patterns.begin(), o.patterns.end());
+    }
+  }
+  for (const auto& s : states) {
+    EXPECT_TRUE(seen_states.count(s))
+        << name << ": " << s << " not reached within " << delay << " steps of onset " << onset;
+  }
+  for (const auto& p : patterns) {
+    EXPECT_TRUE(seen_patterns.count(p))
+        << name << ": " << p << " not detected within " << delay << " steps of onset " << onset;
+  }
+}
+
+}  // namespace entrowatch::analysis::testing
