@@ -613,7 +613,9 @@ const std::vector<Command>& Commands() {
         simulate_flags.end(),
         {{"scenario", "NAME", "what the run goes through (default healthy; see below)"},
          {"steps", "N", "training steps, numbered from 1 (default 200)"},
-         {"onset", "STEP", "first step of the pathology (default steps/2)"},
+         {"onset", "STEP",
+          "first step of the pathology (default steps/2; entrowatchd judges a run only after "
+          "analysis.warmup_steps, 50 by default)"},
          {"run", "R", "run id (default sim-SCENARIO)"},
          {"ranks", "K", "data-parallel ranks, each reporting every step (default 1)"},
          {"vocab", "V", "vocabulary size of entropies and logits (default 4096)"},
