@@ -1,6 +1,8 @@
 """Call-site checks and the never-hurt-the-trainer guarantees (no daemon needed:
 the Monitor points at a loopback port nobody listens on)."""
 
+import os
+import subprocess
 import time
 
 import numpy as np
@@ -115,3 +117,35 @@ def test_log_after_close_is_ignored():
     m.close(timeout=0)
     m.log_scalars(1, loss=1.0)
     assert m.stats.enqueued == 0
+
+
+
+FORK_SCRIPT = """
+import os, sys, time
+import entrowatch
+m = entrowatch.Monitor("127.0.0.1:%d", run_id="fork", rank=0, world_size=1, close_timeout_s=30)
+m.log_scalars(0, loss=1.0)
+m.flush(timeout=0)
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # runs the atexit handlers the child inherited
+t0 = time.perf_counter()
+while time.perf_counter() - t0 < 10:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.01)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    status = 1 << 8
+print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0)
+m.close(timeout=0)
+"""
+
+
+def test_forked_child_does_not_wait_for_the_parents_reports():
+    out = subprocess.run([os.environ["ENTROWATCH_PY_VENV_PYTHON"], "-c", FORK_SCRIPT % free_port()],
+                         capture_output=True, text=True, timeout=60)
+    code, seconds = out.stdout.split()
+    assert int(code) == 0 and float(seconds) < 5, out.stdout + out.stderr

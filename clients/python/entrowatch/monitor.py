@@ -481,11 +481,14 @@ class _CloseAtExit:
 
     def __init__(self, monitor):
         self._ref = weakref.ref(monitor)
+        self._pid = os.getpid()
         atexit.register(self._run)
 
     def _run(self):
         monitor = self._ref()
-        if monitor is not None:
+        # A forked child (a data loader worker) inherits the handler but not
+        # the sender thread: only the creating process delivers the reports.
+        if monitor is not None and os.getpid() == self._pid:
             monitor.close(timeout=min(monitor._close_timeout_s, 5.0))
 
     def detach(self):
