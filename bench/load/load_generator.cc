@@ -1,0 +1,452 @@
+#include "load_generator.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "entrowatch/v1/entrowatch.pb.h"
+#include "proc_stats.h"
+
+namespace entrowatch::load {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr char kStreamMethod[] = "/entrowatch.v1.Monitor/Stream";
+constexpr char kSubmitMethod[] = "/entrowatch.v1.Monitor/Submit";
+constexpr absl::Duration kSamplePeriod = absl::Milliseconds(100);
+constexpr absl::Duration kCancelGrace = absl::Seconds(5);
+
+enum class Phase { kWarmup, kMeasuring, kDraining };
+
+// What every stream reads; shared so that a stream gRPC never let go of
+// cannot outlive it.
+struct SharedState {
+  explicit SharedState(const PayloadOptions& options) : payload(options) {}
+  const PayloadFactory payload;
+  std::atomic<Phase> phase{Phase::kWarmup};
+};
+
+double MillisBetween(SteadyClock::time_point a, SteadyClock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+struct StreamCounters {
+  int64_t sent = 0;
+  int64_t acked = 0;
+  int64_t ok = 0;
+  int64_t duplicate = 0;
+  int64_t late = 0;
+  int64_t unmatched = 0;
+  int64_t logits_acked = 0;
+  int64_t window_reports = 0;
+  int64_t window_bytes = 0;
+  std::map<int, int64_t> errors;
+  std::vector<float> latencies_ms;  // Acks received while measuring
+};
+
+// One (run, rank): writes consecutive steps, at most `window` unacknowledged,
+// one write at a time (the gRPC rule), and reads Acks continuously. A hold
+// keeps OnDone back until this side has stopped writing, so Stop() may start
+// WritesDone from the main thread.
+class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  LoadStream(std::shared_ptr<const SharedState> shared, StreamIdentity id, int window)
+      : shared_(std::move(shared)), id_(std::move(id)), window_(static_cast<size_t>(window)) {}
+
+  void Start(grpc::GenericStub* stub) {
+    stub->PrepareBidiStreamingCall(&context_, kStreamMethod, grpc::StubOptions(), this);
+    AddHold();
+    StartRead(&incoming_);
+    StartCall();
+    Pump();
+  }
+
+  // No report after this one; WritesDone once every Ack is in.
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopped_ = true;
+    }
+    Pump();
+  }
+
+  void Cancel() { context_.TryCancel(); }
+
+  bool WaitDone(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
+  }
+
+  // After WaitDone() returned true.
+  const StreamCounters& counters() const { return counters_; }
+  const grpc::Status& status() const { return status_; }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (ok) {
+        ++counters_.sent;
+      } else {
+        broken_ = true;
+      }
+    }
+    Pump();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      {
+        absl::MutexLock lock(&mu_);
+        broken_ = true;
+      }
+      Pump();
+      return;
+    }
+    entrowatch::v1::Ack ack;
+    const bool parsed =
+        grpc::SerializationTraits<entrowatch::v1::Ack>::Deserialize(&incoming_, &ack).ok();
+    const auto now = SteadyClock::now();
+    {
+      absl::MutexLock lock(&mu_);
+      Record(parsed, ack, now);
+    }
+    StartRead(&incoming_);
+    Pump();
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+  }
+
+ private:
+  struct InFlight {
+    SteadyClock::time_point sent;
+    int64_t bytes = 0;
+    bool logits = false;
+  };
+
+  void Record(bool parsed, const entrowatch::v1::Ack& ack, SteadyClock::time_point now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = parsed ? in_flight_.find(ack.seq()) : in_flight_.end();
+    if (it == in_flight_.end()) {
+      ++counters_.unmatched;
+      return;
+    }
+    ++counters_.acked;
+    if (ack.code() != 0) {
+      ++counters_.errors[ack.code()];
+    } else if (ack.duplicate()) {
+      ++counters_.duplicate;
+    } else if (ack.late()) {
+      ++counters_.late;
+    } else {
+      ++counters_.ok;
+    }
+    counters_.logits_acked += it->second.logits ? 1 : 0;
+    if (shared_->phase.load(std::memory_order_relaxed) == Phase::kMeasuring) {
+      ++counters_.window_reports;
+      counters_.window_bytes += it->second.bytes;
+      counters_.latencies_ms.push_back(static_cast<float>(MillisBetween(it->second.sent, now)));
+    }
+    in_flight_.erase(it);
+  }
+
+  // Starts the next write, WritesDone, or gives up the hold, as the state
+  // allows. Called after every event; never holds mu_ across a gRPC call.
+  void Pump() {
+    enum class Action { kNone, kWrite, kWritesDone, kRelease } action = Action::kNone;
+    {
+      absl::MutexLock lock(&mu_);
+      if (hold_released_ || writing_) {
+        return;
+      }
+      if (broken_) {
+        action = Action::kRelease;
+      } else if (stopped_) {
+        if (in_flight_.empty()) {
+          action = Action::kWritesDone;
+        }
+      } else if (in_flight_.size() < window_) {
+        ++step_;
+        const bool logits = shared_->payload.HasLogits(id_, step_);
+        InFlight entry;
+        entry.logits = logits;
+        outgoing_ = shared_->payload.Build(id_, step_, /*seq=*/step_, logits, &entry.bytes);
+        entry.sent = SteadyClock::now();
+        in_flight_.emplace(step_, entry);
+        writing_ = true;
+        action = Action::kWrite;
+      }
+      if (action == Action::kWritesDone || action == Action::kRelease) {
+        hold_released_ = true;
+      }
+    }
+    switch (action) {
+      case Action::kWrite:
+        StartWrite(&outgoing_);
+        break;
+      case Action::kWritesDone:
+        StartWritesDone();
+        RemoveHold();
+        break;
+      case Action::kRelease:
+        RemoveHold();
+        break;
+      case Action::kNone:
+        break;
+    }
+  }
+
+  const std::shared_ptr<const SharedState> shared_;
+  const StreamIdentity id_;
+  const size_t window_;
+  grpc::ClientContext context_;
+  grpc::ByteBuffer incoming_;  // one read at a time
+  grpc::ByteBuffer outgoing_;  // one write at a time
+  absl::Mutex mu_;
+  uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unordered_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  StreamCounters counters_ ABSL_GUARDED_BY(mu_);
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+std::vector<std::shared_ptr<grpc::Channel>> Connect(const LoadOptions& options,
+                                                    absl::Status* status) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  const int count = std::max(1, std::min(options.channels, options.streams));
+  const auto deadline =
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(options.connect_seconds * 1000));
+  for (int i = 0; i < count; ++i) {
+    grpc::ChannelArguments args;
+    // Distinct arguments and a local pool: one TCP connection per channel.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("entrowatch.load.channel", i);
+    auto channel =
+        grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+    if (!channel->WaitForConnected(deadline)) {
+      *status = absl::UnavailableError(absl::StrCat("cannot connect to ", options.target,
+                                                    " within ", options.connect_seconds, " s"));
+      return {};
+    }
+    channels.push_back(std::move(channel));
+  }
+  return channels;
+}
+
+StreamIdentity IdentityOf(const LoadOptions& options, int index) {
+  const int per_run = std::max(1, options.ranks_per_run);
+  const int run = index / per_run;
+  StreamIdentity id;
+  id.run_id = absl::StrCat(options.run_prefix, "-", run);
+  id.rank = static_cast<uint32_t>(index % per_run);
+  id.world_size = static_cast<uint32_t>(std::min(per_run, options.streams - run * per_run));
+  id.index = index;
+  return id;
+}
+
+void Merge(const StreamCounters& c, LoadResult* result, std::vector<float>* latencies) {
+  result->reports_sent += c.sent;
+  result->reports_acked += c.acked;
+  result->acks_ok += c.ok;
+  result->acks_duplicate += c.duplicate;
+  result->acks_late += c.late;
+  result->acks_unmatched += c.unmatched;
+  result->logits_reports_acked += c.logits_acked;
+  result->window_reports += c.window_reports;
+  result->window_bytes += c.window_bytes;
+  for (const auto& [code, count] : c.errors) {
+    result->ack_errors[code] += count;
+  }
+  latencies->insert(latencies->end(), c.latencies_ms.begin(), c.latencies_ms.end());
+}
+
+double Percentile(std::vector<float>* values, double q) {
+  if (values->empty()) {
+    return 0;
+  }
+  const size_t k = std::min(values->size() - 1, static_cast<size_t>(q * values->size()));
+  std::nth_element(values->begin(), values->begin() + static_cast<std::ptrdiff_t>(k),
+                   values->end());
+  return (*values)[k];
+}
+
+// Concurrent unary Submits with a logits block each; records their status codes.
+void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload, grpc::GenericStub* stub,
+                 LoadResult* result) {
+  struct Call {
+    grpc::ClientContext context;
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+  };
+  const int n = options.submit_burst;
+  std::vector<std::unique_ptr<Call>> calls;
+  absl::Mutex mu;
+  int finished = 0;
+  StreamIdentity id;
+  id.run_id = absl::StrCat(options.run_prefix, "-burst");
+  const auto deadline =
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(options.drain_seconds * 1000));
+  for (int i = 0; i < n; ++i) {
+    auto call = std::make_unique<Call>();
+    int64_t bytes = 0;
+    call->request = payload.Build(id, static_cast<uint64_t>(i + 1), static_cast<uint64_t>(i + 1),
+                                  /*with_logits=*/true, &bytes);
+    call->context.set_deadline(deadline);
+    calls.push_back(std::move(call));
+  }
+  for (auto& call : calls) {
+    stub->UnaryCall(&call->context, kSubmitMethod, grpc::StubOptions(), &call->request,
+                    &call->response, [&mu, &finished, result](grpc::Status status) {
+                      absl::MutexLock lock(&mu);
+                      ++result->submit_codes[static_cast<int>(status.error_code())];
+                      ++finished;
+                    });
+  }
+  // Every call carries the deadline, so each completes by then.
+  absl::MutexLock lock(&mu);
+  auto all_done = [&finished, n]() { return finished == n; };
+  mu.Await(absl::Condition(&all_done));
+}
+
+}  // namespace
+
+absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
+  absl::Status connect_status;
+  auto channels = Connect(options, &connect_status);
+  if (!connect_status.ok()) {
+    return connect_status;
+  }
+  std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
+  for (const auto& channel : channels) {
+    stubs.push_back(std::make_unique<grpc::GenericStub>(channel));
+  }
+  auto shared = std::make_shared<SharedState>(options.payload);
+  std::atomic<Phase>& phase = shared->phase;
+  LoadResult result;
+
+  auto sample_server = [&options, &result]() -> absl::StatusOr<ProcSample> {
+    if (options.server_pid == 0) {
+      return ProcSample();
+    }
+    auto sample = ReadProcSample(options.server_pid);
+    if (sample.ok()) {
+      result.server_rss_max_bytes = std::max(result.server_rss_max_bytes, sample->rss_bytes);
+    }
+    return sample;
+  };
+  auto watching = [&options]() { return options.server_pid != 0; };
+
+  std::vector<std::unique_ptr<LoadStream>> streams;
+  const auto start = SteadyClock::now();
+  for (int i = 0; i < options.streams; ++i) {
+    streams.push_back(
+        std::make_unique<LoadStream>(shared, IdentityOf(options, i), std::max(1, options.window)));
+    streams.back()->Start(stubs[static_cast<size_t>(i) % stubs.size()].get());
+  }
+  const auto warmup_end =
+      start + std::chrono::milliseconds(static_cast<int64_t>(options.warmup_seconds * 1000));
+  const auto send_end =
+      start + std::chrono::milliseconds(static_cast<int64_t>(options.duration_seconds * 1000));
+  SteadyClock::time_point measure_start = send_end;
+  double cpu_at_start = 0;
+  while (SteadyClock::now() < send_end) {
+    absl::SleepFor(kSamplePeriod);
+    auto sample = sample_server();
+    if (!sample.ok()) {
+      return absl::Status(sample.status().code(),
+                          absl::StrCat("server process: ", sample.status().message()));
+    }
+    if (phase.load() == Phase::kWarmup && SteadyClock::now() >= warmup_end) {
+      phase.store(Phase::kMeasuring);
+      measure_start = SteadyClock::now();
+      cpu_at_start = sample->cpu_seconds;
+    }
+    if (options.max_server_rss_bytes > 0 && sample->rss_bytes > options.max_server_rss_bytes) {
+      result.stopped_early = true;
+      break;
+    }
+  }
+  const auto measure_end = SteadyClock::now();
+  const bool measured = phase.exchange(Phase::kDraining) == Phase::kMeasuring;
+  if (measured) {
+    result.window_seconds = MillisBetween(measure_start, measure_end) / 1000;
+    if (watching()) {
+      auto sample = sample_server();
+      if (sample.ok()) {
+        result.server_cpu_seconds = sample->cpu_seconds - cpu_at_start;
+        result.server_rss_end_bytes = sample->rss_bytes;
+      }
+    }
+  }
+  for (auto& stream : streams) {
+    stream->Stop();
+  }
+  const absl::Time drain_deadline = absl::Now() + absl::Seconds(options.drain_seconds);
+  std::vector<float> latencies;
+  int64_t abandoned = 0;
+  for (auto& stream : streams) {
+    while (!stream->WaitDone(kSamplePeriod)) {
+      if (absl::Now() >= drain_deadline) {
+        stream->Cancel();
+        if (!stream->WaitDone(kCancelGrace)) {
+          // gRPC still owns the call: leave the reactor (and what it
+          // shares) alive rather than free it under gRPC.
+          stream.release();
+          ++abandoned;
+        }
+        break;
+      }
+      sample_server().IgnoreError();
+    }
+    if (stream == nullptr) {
+      continue;
+    }
+    Merge(stream->counters(), &result, &latencies);
+    if (!stream->status().ok()) {
+      ++result.streams_failed;
+      if (result.first_stream_error.empty()) {
+        result.first_stream_error =
+            absl::StrCat("code ", static_cast<int>(stream->status().error_code()), ": ",
+                         stream->status().error_message());
+      }
+    }
+  }
+  result.streams_failed += abandoned;
+  result.latency_p50_ms = Percentile(&latencies, 0.50);
+  result.latency_p99_ms = Percentile(&latencies, 0.99);
+  result.latency_max_ms =
+      latencies.empty() ? 0 : *std::max_element(latencies.begin(), latencies.end());
+  if (watching()) {
+    auto sample = sample_server();
+    if (sample.ok()) {
+      result.server_rss_hwm_bytes = sample->peak_rss_bytes;
+    }
+  }
+  if (options.submit_burst > 0) {
+    SubmitBurst(options, shared->payload, stubs.front().get(), &result);
+  }
+  return result;
+}
+
+}  // namespace entrowatch::load
