@@ -5,9 +5,12 @@
 #include <grpcpp/security/credentials.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -262,6 +265,10 @@ class ReportStreamer {
     return true;
   }
 
+  // Stops the client: no callback runs after this, so the caller may write
+  // to the streams again.
+  void Close() { client_->Close(); }
+
   // Prints an error line the same way Ack lines are printed (callbacks run
   // on the client's thread).
   void Error(const std::string& line) {
@@ -366,11 +373,15 @@ int RunReplayCommand(const ParsedArgs& args, const std::string& addr, std::ostre
     return UsageError("replay", settings.status(), err);
   }
   const std::string& path = args.positional()[0];
-  std::ifstream file(path);
-  if (!file) {
-    err << "cannot open " << path << "\n";
-    return kExitError;
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path);
+    if (!file) {
+      err << "cannot open " << path << ": " << std::strerror(errno) << "\n";
+      return kExitError;
+    }
   }
+  std::istream& in = path == "-" ? std::cin : file;
   ReportStreamer streamer(*std::move(settings), out, err);
   if (!streamer.Connect()) {
     return kExitError;
@@ -378,7 +389,7 @@ int RunReplayCommand(const ParsedArgs& args, const std::string& addr, std::ostre
   int64_t line_number = 0;
   int64_t unparsable = 0;
   std::string line;
-  while (std::getline(file, line)) {
+  while (std::getline(in, line)) {
     ++line_number;
     if (IsBlankLine(line)) {
       continue;
@@ -392,6 +403,7 @@ int RunReplayCommand(const ParsedArgs& args, const std::string& addr, std::ostre
     streamer.Send(*std::move(report), absl::StrCat("line ", line_number));
   }
   const bool flushed = streamer.Finish();
+  streamer.Close();
   out << "replayed " << path << ": " << streamer.sent() << " reports sent, "
       << streamer.acknowledged() << " acknowledged (" << streamer.duplicates() << " duplicate, "
       << streamer.late() << " late), " << streamer.rejected() << " rejected, " << unparsable
@@ -454,6 +466,7 @@ int RunSimulateCommand(const ParsedArgs& args, const std::string& addr, std::ost
     }
   }
   const bool flushed = streamer.Finish();
+  streamer.Close();
   out << "simulated run " << options.run_id << " (scenario " << ScenarioName(options.scenario)
       << ", onset step " << options.onset_step << "): " << options.steps << " steps x "
       << options.ranks << " ranks, " << streamer.sent() << " reports sent, "
@@ -604,9 +617,9 @@ const std::vector<Command>& Commands() {
         {{"replay", "replay FILE.jsonl [--rate N] [--print-verdicts] [flags]",
           "Stream a trace (JSONL) to the daemon and report every rejected line.", StreamFlags(), 1,
           1,
-          "FILE.jsonl holds one Report per line in the protobuf JSON mapping. replay waits for\n"
-          "every Ack, prints each rejected or unparsable line with its number and goes on; the\n"
-          "exit status is 1 if there was any."},
+          "FILE.jsonl (- for stdin) holds one Report per line in the protobuf JSON mapping.\n"
+          "replay waits for every Ack, prints each rejected or unparsable line with its number\n"
+          "and goes on; the exit status is 1 if there was any."},
          &RunReplayCommand});
     std::vector<FlagSpec> simulate_flags = StreamFlags();
     simulate_flags.insert(

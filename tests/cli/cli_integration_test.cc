@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -137,6 +138,22 @@ TEST_F(CliIntegrationTest, CleanReplayExitsZeroAndPrintsVerdicts) {
   ASSERT_EQ(seqs.size(), 20u);
   EXPECT_EQ(seqs.front(), 1u);
   EXPECT_EQ(seqs.back(), 20u);
+}
+
+TEST_F(CliIntegrationTest, ReplayReadsStdinAndNamesAMissingFile) {
+  std::istringstream input(absl::StrCat(Line(1, 0.5), "\n", Line(2, -1), "\n"));
+  std::streambuf* const saved = std::cin.rdbuf(input.rdbuf());
+  const Result r = RunCommand({"replay", "-", "--addr", server_->address()});
+  std::cin.rdbuf(saved);
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_THAT(r.err, HasSubstr("line 2: rejected: INVALID_ARGUMENT"));
+  EXPECT_EQ(server_->received().size(), 2u);
+
+  const Result missing =
+      RunCommand({"replay", "/nonexistent/trace.jsonl", "--addr", server_->address()});
+  EXPECT_EQ(missing.code, kExitError);
+  EXPECT_THAT(missing.err,
+              HasSubstr("cannot open /nonexistent/trace.jsonl: No such file or directory"));
 }
 
 TEST_F(CliIntegrationTest, ReplayRateLimits) {
