@@ -158,10 +158,6 @@ class Sender:
         with self._cv:
             return self._cv.wait_for(lambda: self._outstanding == 0, timeout)
 
-    def outstanding(self):
-        with self._cv:
-            return self._outstanding
-
     def close(self, timeout):
         """Drains for up to timeout seconds, then stops both threads."""
         deadline = time.monotonic() + max(timeout, 0.0)
