@@ -53,6 +53,10 @@ FlagSpec AddrFlag() {
       absl::StrCat("entrowatchd gRPC address (default $ENTROWATCH_ADDR or ", kDefaultAddress, ")")};
 }
 
+// Commands that do not talk to the daemon accept --addr too, so scripts can
+// pass it to every command.
+FlagSpec UnusedAddrFlag() { return {"addr", "ADDR", "accepted for uniformity; not used"}; }
+
 FlagSpec TimeoutFlag(absl::string_view what) {
   return {"timeout", "SECONDS", absl::StrCat(what, " (default 10)")};
 }
@@ -528,7 +532,8 @@ int PrintBenchResult(const std::string& command, const absl::StatusOr<compute::B
 }
 
 std::vector<FlagSpec> CommonBenchFlags() {
-  return {{"backend", "NAME", "cpu | cuda | cpu-reference | auto (default cpu)"},
+  return {UnusedAddrFlag(),
+          {"backend", "NAME", "cpu | cuda | cpu-reference | auto (default cpu)"},
           {"threads", "N", "CPU engine threads (default 0: one per core)"},
           {"min-seconds", "S", "keep timing for at least this long (default 1)"},
           {"json", "", "print one JSON object (gb_per_s, ms, ...) instead of a table"}};
@@ -648,7 +653,7 @@ const std::vector<Command>& Commands() {
     commands->push_back({{"check-config",
                           "check-config FILE",
                           "Parse and validate an entrowatchd config file; print ok or the error.",
-                          {},
+                          {UnusedAddrFlag()},
                           1,
                           1,
                           ""},

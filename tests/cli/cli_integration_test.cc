@@ -323,7 +323,7 @@ TEST(CliTest, BenchPrintsATableOrJson) {
 
 TEST(CliTest, CheckConfig) {
   const std::string good = WriteFile("good.yaml", "grpc:\n  listen: \"127.0.0.1:0\"\n");
-  Result r = RunCommand({"check-config", good});
+  Result r = RunCommand({"check-config", good, "--addr", "127.0.0.1:1"});
   EXPECT_EQ(r.code, kExitOk) << r.err;
   EXPECT_EQ(r.out, "ok\n");
   const std::string bad = WriteFile("bad.yaml", "grpc:\n  listen: 5\n");
