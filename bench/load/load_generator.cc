@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -291,8 +292,9 @@ double Percentile(std::vector<float>* values, double q) {
 }
 
 // Concurrent unary Submits with a logits block each; records their status codes.
+// Calls `sample` every sample period while waiting.
 void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload, grpc::GenericStub* stub,
-                 LoadResult* result) {
+                 const std::function<void()>& sample, LoadResult* result) {
   struct Call {
     grpc::ClientContext context;
     grpc::ByteBuffer request;
@@ -324,9 +326,16 @@ void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload, grpc
                     });
   }
   // Every call carries the deadline, so each completes by then.
-  absl::MutexLock lock(&mu);
   auto all_done = [&finished, n]() { return finished == n; };
-  mu.Await(absl::Condition(&all_done));
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu);
+      if (mu.AwaitWithTimeout(absl::Condition(&all_done), kSamplePeriod)) {
+        return;
+      }
+    }
+    sample();
+  }
 }
 
 }  // namespace
@@ -437,14 +446,16 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
   result.latency_p99_ms = Percentile(&latencies, 0.99);
   result.latency_max_ms =
       latencies.empty() ? 0 : *std::max_element(latencies.begin(), latencies.end());
+  if (options.submit_burst > 0) {
+    SubmitBurst(
+        options, shared->payload, stubs.front().get(),
+        [&sample_server]() { sample_server().IgnoreError(); }, &result);
+  }
   if (watching()) {
     auto sample = sample_server();
     if (sample.ok()) {
       result.server_rss_hwm_bytes = sample->peak_rss_bytes;
     }
-  }
-  if (options.submit_burst > 0) {
-    SubmitBurst(options, shared->payload, stubs.front().get(), &result);
   }
   return result;
 }

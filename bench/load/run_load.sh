@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Ingest load benchmark: starts entrowatchd and the do-nothing gRPC sink on
+# 127.0.0.1 (free ports), drives each with the same payloads for N = 1, 64,
+# 1024 streams, then fires a burst of unary Submits at the daemon to show
+# RESOURCE_EXHAUSTED pushback. Prints the machine, the config bounds and one
+# table; the daemon/sink ratio is the figure that survives a noisy machine.
+#
+# usage: bench/load/run_load.sh [BUILD_DIR]      (default: build-load)
+# environment:
+#   LOAD_STREAMS="1 64 1024"   stream counts
+#   LOAD_SECONDS=10            sending time per (N, server), 1 s warm-up included
+#   LOAD_WINDOW=4              reports in flight per stream
+#   LOAD_BURST=48              concurrent Submits with logits at the end (0 = none)
+#   LOAD_QUEUE_MAX_BYTES=536870912   the daemon's ingest.queue_max_bytes
+#   LOAD_MAX_RSS_MB=6144       safety stop: stop sending when a server's RSS passes this
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "${here}/../.." && pwd)"
+build="$(cd "${1:-${root}/build-load}" && pwd)"
+streams_list="${LOAD_STREAMS:-1 64 1024}"
+seconds="${LOAD_SECONDS:-10}"
+window="${LOAD_WINDOW:-4}"
+burst="${LOAD_BURST:-48}"
+queue_max_bytes="${LOAD_QUEUE_MAX_BYTES:-536870912}"
+max_rss_mb="${LOAD_MAX_RSS_MB:-6144}"
+
+load="${build}/bench/load/entrowatch_load"
+sink="${build}/bench/load/entrowatch_null_sink"
+daemon="${build}/src/daemon/entrowatchd"
+for binary in "${load}" "${sink}" "${daemon}"; do
+  if [[ ! -x "${binary}" ]]; then
+    echo "run_load.sh: ${binary} missing; make -C ${build} entrowatch_load entrowatch_null_sink entrowatchd" >&2
+    exit 1
+  fi
+done
+
+work="$(mktemp -d /tmp/entrowatch_load.XXXXXX)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill -TERM "${pid}" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "${pid}" 2>/dev/null || true
+  done
+  rm -rf "${work}"
+}
+trap cleanup EXIT
+
+wait_ready() {  # PID FILE
+  for _ in $(seq 300); do
+    [[ -s "$2" ]] && return 0
+    kill -0 "$1" 2>/dev/null || { echo "run_load.sh: server $1 exited early" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "run_load.sh: no ready file $2 after 30 s" >&2
+  return 1
+}
+
+cat >"${work}/entrowatch.yaml" <<YAML
+grpc: {listen: "127.0.0.1:0"}
+metrics: {listen: "127.0.0.1:0"}
+ingest: {queue_max_bytes: ${queue_max_bytes}}
+log: {level: warn}
+YAML
+
+"${daemon}" --config "${work}/entrowatch.yaml" --ready-file "${work}/daemon.ready" \
+  2>"${work}/daemon.log" &
+pids+=($!)
+wait_ready "${pids[-1]}" "${work}/daemon.ready"
+"${sink}" --ready-file "${work}/sink.ready" --max-seconds 3600 2>"${work}/sink.log" &
+pids+=($!)
+wait_ready "${pids[-1]}" "${work}/sink.ready"
+
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "daemon: $(cat "${work}/daemon.ready")"
+echo "config: ingest.queue_max_bytes ${queue_max_bytes} ($((queue_max_bytes >> 20)) MiB), queue_max_reports default 1024, workers default 2"
+echo "load: ${seconds} s per run (1 s warm-up), window ${window} per stream, 8 ranks per run," \
+  "512 token entropies per report, a [64, 152064] bf16 logits block every 10th step"
+echo
+
+results="${work}/results.jsonl"
+for n in ${streams_list}; do
+  for server in sink daemon; do
+    "${load}" --ready-file "${work}/${server}.ready" --streams "${n}" --window "${window}" \
+      --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
+      --run-prefix "load-${n}-${server}" --label "${server}" --json >>"${results}"
+  done
+done
+if [[ "${burst}" -gt 0 ]]; then
+  "${load}" --ready-file "${work}/daemon.ready" --streams 1 --duration 2 --warmup 1 \
+    --submit-burst "${burst}" --run-prefix "burst" --label "daemon-burst" --json >>"${results}"
+fi
+
+/usr/bin/python3 - "${results}" "${queue_max_bytes}" <<'PY'
+import json
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1])]
+queue_mib = int(sys.argv[2]) / 2**20
+sink = {r["streams"]: r for r in rows if r["label"] == "sink"}
+print("| N | server | reports/s | MiB/s | Ack p50 ms | Ack p99 ms | vs sink | server CPU cores "
+      "| RSS end MiB | RSS max MiB | RSS max / queue bound | sent | acked ok | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if r["label"] not in ("sink", "daemon"):
+        continue
+    ratio = ""
+    if r["label"] == "daemon" and sink.get(r["streams"], {}).get("reports_per_s"):
+        ratio = f'{r["reports_per_s"] / sink[r["streams"]]["reports_per_s"]:.2f}'
+    cores = r["server_cpu_s"] / r["window_s"] if r["window_s"] else 0
+    errors = sum(r["ack_errors"].values()) + r["streams_failed"] + r["unmatched"]
+    note = " (RSS stop)" if r["stopped_early"] else ""
+    print(f'| {r["streams"]} | {r["label"]}{note} | {r["reports_per_s"]:.0f} | {r["mib_per_s"]:.0f} '
+          f'| {r["p50_ms"]:.1f} | {r["p99_ms"]:.1f} | {ratio} | {cores:.2f} '
+          f'| {r["server_rss_end_mib"]:.0f} | {r["server_rss_max_mib"]:.0f} '
+          f'| {r["server_rss_max_mib"] / queue_mib:.2f} | {r["sent"]} | {r["ok"]} | {errors} |')
+for r in rows:
+    if r["label"] == "daemon-burst":
+        names = {"0": "OK", "8": "RESOURCE_EXHAUSTED", "4": "DEADLINE_EXCEEDED", "14": "UNAVAILABLE"}
+        codes = ", ".join(f'{names.get(k, "code " + k)} {v}' for k, v in r["submit_codes"].items())
+        print(f'\nSubmit burst: {sum(r["submit_codes"].values())} concurrent unary Submits with a '
+              f'logits block each: {codes}; daemon RSS peak since start {r["server_rss_hwm_mib"]:.0f} MiB')
+PY
