@@ -185,8 +185,7 @@ std::vector<FlagSpec> StreamFlags() {
        "give up when a report cannot be queued, or the last Ack has not arrived, in this time "
        "(default 60)"},
       {"connect-timeout", "SECONDS",
-       "give up when entrowatchd is not reachable in this time "
-       "(default 5)"},
+       "give up when entrowatchd is not reachable in this time (default 5)"},
   };
 }
 

@@ -20,6 +20,22 @@ absl::Status StreamEndStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+absl::string_view ChannelStateName(grpc_connectivity_state state) {
+  switch (state) {
+    case GRPC_CHANNEL_IDLE:
+      return "IDLE";
+    case GRPC_CHANNEL_CONNECTING:
+      return "CONNECTING";
+    case GRPC_CHANNEL_READY:
+      return "READY";
+    case GRPC_CHANNEL_TRANSIENT_FAILURE:
+      return "TRANSIENT_FAILURE";
+    case GRPC_CHANNEL_SHUTDOWN:
+      return "SHUTDOWN";
+  }
+  return "UNKNOWN";
+}
+
 int ToMillis(absl::Duration d) {
   return static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
@@ -107,8 +123,9 @@ absl::Status StreamClient::WaitForConnected(absl::Time deadline) {
   if (channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
     return absl::OkStatus();
   }
-  return absl::UnavailableError(
-      absl::StrCat("no connection to ", options_.target, " within the deadline"));
+  return absl::UnavailableError(absl::StrCat("no connection to ", options_.target,
+                                             " before the deadline (channel state ",
+                                             ChannelStateName(channel_->GetState(false)), ")"));
 }
 
 void StreamClient::Close() {
