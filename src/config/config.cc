@@ -116,6 +116,39 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     }
     return absl::OkStatus();
   }));
+  RETURN_IF_ERROR(root.Child("security", [&](YamlMap& m) {
+    SecurityConfig& sec = c->security;
+    RETURN_IF_ERROR(m.Child("tls", [&](YamlMap& t) {
+      RETURN_IF_ERROR(t.Get("cert_file", &sec.tls_cert_file));
+      RETURN_IF_ERROR(t.Get("key_file", &sec.tls_key_file));
+      RETURN_IF_ERROR(t.Get("client_ca_file", &sec.tls_client_ca_file));
+      if (sec.tls_cert_file.empty() != sec.tls_key_file.empty()) {
+        return t.Error("cert_file", "cert_file and key_file must be given together");
+      }
+      if (!sec.tls_client_ca_file.empty() && sec.tls_cert_file.empty()) {
+        return t.Error("client_ca_file", "mutual TLS needs cert_file and key_file too");
+      }
+      return absl::OkStatus();
+    }));
+    RETURN_IF_ERROR(m.ChildList("tokens", [&](YamlMap& t, size_t) {
+      TokenConfig token;
+      RETURN_IF_ERROR(t.Get("name", &token.name));
+      RETURN_IF_ERROR(t.Get("token_file", &token.token_file));
+      RETURN_IF_ERROR(t.Get("runs", &token.runs));
+      if (token.name.empty()) {
+        return t.Error("name", "required (a name for logs; never the secret)");
+      }
+      if (token.token_file.empty()) {
+        return t.Error("token_file", "required (a file holding the token)");
+      }
+      if (token.runs.empty()) {
+        return t.Error("runs", "required: a list of run-id globs, e.g. [\"team-a-*\"]");
+      }
+      sec.tokens.push_back(std::move(token));
+      return absl::OkStatus();
+    }));
+    return m.Get("metrics_basic_auth_file", &sec.metrics_basic_auth_file);
+  }));
   RETURN_IF_ERROR(root.Child("analysis", [&](YamlMap& m) {
     return ParseAnalysisConfig(m, &c->analysis);
   }));

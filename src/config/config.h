@@ -54,6 +54,24 @@ struct RunsConfig {
   int64_t dedup_window = 65536;         // recent seqs remembered per (run, rank)
 };
 
+struct TokenConfig {
+  std::string name;                // shown in logs instead of the secret
+  std::string token_file;          // file whose first line is the bearer token
+  std::vector<std::string> runs;   // run-id globs this token may write and read
+};
+
+struct SecurityConfig {
+  // gRPC TLS: both files (PEM) enable it. With client_ca_file, clients must
+  // present a certificate signed by that CA (mutual TLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  // Bearer tokens; when any is configured every RPC needs one.
+  std::vector<TokenConfig> tokens;
+  // File holding "user:password" for HTTP basic auth on /metrics ("" = off).
+  std::string metrics_basic_auth_file;
+};
+
 struct LogConfig {
   std::string level = "info";   // trace | debug | info | warn | error
   std::string format = "text";  // text | json
@@ -68,6 +86,7 @@ struct Config {
   AggregationConfig aggregation;
   RunsConfig runs;
   LogConfig log;
+  SecurityConfig security;
   AnalysisConfig analysis;
 };
 

@@ -3,7 +3,11 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/version.h"
 #include "compute/engine_factory.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -19,6 +23,50 @@ ingest::ValidationLimits LimitsOf(const config::Config& c) {
   limits.max_rows_per_report = c.ingest.max_rows_per_report;
   limits.max_elements_per_report = c.ingest.max_elements_per_report;
   return limits;
+}
+
+// Reads every token file. Errors name the file, never a secret.
+absl::StatusOr<std::shared_ptr<const ingest::Authorizer>> LoadAuthorizer(
+    const config::SecurityConfig& security) {
+  std::vector<ingest::TokenGrant> grants;
+  for (const config::TokenConfig& t : security.tokens) {
+    auto secret = ingest::ReadSecretFile(t.token_file);
+    if (!secret.ok()) {
+      return absl::Status(secret.status().code(),
+                          absl::StrCat("security.tokens '", t.name, "': ", secret.status().message()));
+    }
+    grants.push_back({t.name, *std::move(secret), t.runs});
+  }
+  return std::make_shared<const ingest::Authorizer>(std::move(grants));
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view key) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("security.tls.", key, ": cannot read '", path, "'"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const config::SecurityConfig& security) {
+  if (security.tls_cert_file.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(security.tls_cert_file, "cert_file"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(security.tls_key_file, "key_file"));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!security.tls_client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs,
+                     ReadPem(security.tls_client_ca_file, "client_ca_file"));
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
 }
 
 }  // namespace
@@ -67,6 +115,22 @@ absl::Status Daemon::Start() {
   if (absl::Status s = metrics_->Serve(config_.metrics.listen); !s.ok()) {
     return s;
   }
+  if (!config_.security.metrics_basic_auth_file.empty()) {
+    auto secret = ingest::ReadSecretFile(config_.security.metrics_basic_auth_file);
+    if (!secret.ok()) {
+      return absl::Status(secret.status().code(), absl::StrCat("security.metrics_basic_auth_file: ",
+                                                               secret.status().message()));
+    }
+    metrics_->RequireBasicAuth(*secret);
+  }
+  auto authorizer = LoadAuthorizer(config_.security);
+  if (!authorizer.ok()) {
+    return authorizer.status();
+  }
+  auto credentials = ServerCredentials(config_.security);
+  if (!credentials.ok()) {
+    return credentials.status();
+  }
   metrics_address_ = absl::StrCat(HostOf(config_.metrics.listen), ":", metrics_->port());
 
   queue_ = std::make_unique<ingest::WorkQueue>(config_.ingest.workers,
@@ -75,11 +139,12 @@ absl::Status Daemon::Start() {
   processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), metrics_.get(), clock_);
   service_ = std::make_unique<ingest::MonitorService>(LimitsOf(config_), queue_.get(),
                                                       processor_.get(), processor_.get());
+  service_->set_authorizer(*authorizer);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config_.grpc.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config_.grpc.listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.grpc.max_message_bytes));
   // Without this a second daemon could bind the same port and split traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -98,8 +163,12 @@ absl::Status Daemon::Start() {
   }
   sweeper_ = std::thread([this] { SweeperLoop(); });
   started_ = true;
-  spdlog::info("entrowatchd {} serving gRPC on {} and metrics on http://{}/metrics", kVersion,
-               grpc_address_, metrics_address_);
+  spdlog::info("entrowatchd {} serving gRPC on {} ({}{}) and metrics on http://{}/metrics",
+               kVersion, grpc_address_,
+               config_.security.tls_cert_file.empty()
+                   ? "plaintext"
+                   : (config_.security.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
+               (*authorizer)->enabled() ? ", bearer tokens" : "", metrics_address_);
   return absl::OkStatus();
 }
 
@@ -179,9 +248,23 @@ void Daemon::Reload(const config::Config& config) {
   if (config.state_dir != config_.state_dir) {
     restart.push_back("state_dir");
   }
+  if (config.security.tls_cert_file != config_.security.tls_cert_file ||
+      config.security.tls_key_file != config_.security.tls_key_file ||
+      config.security.tls_client_ca_file != config_.security.tls_client_ca_file ||
+      config.security.metrics_basic_auth_file != config_.security.metrics_basic_auth_file) {
+    restart.push_back("security.tls / metrics_basic_auth_file");
+  }
   for (const std::string& key : restart) {
     spdlog::warn("reload: changes to '{}' take effect after a restart", key);
   }
+  // Tokens are re-read, so rotating a token file takes a SIGHUP.
+  auto authorizer = LoadAuthorizer(config.security);
+  if (!authorizer.ok()) {
+    spdlog::error("reload refused, keeping the running configuration: {}",
+                  std::string(authorizer.status().message()));
+    return;
+  }
+  service_->set_authorizer(*authorizer);
   spdlog::set_level(spdlog::level::from_str(config.log.level));
   service_->set_limits(LimitsOf(config));
   processor_->Reload(config);

@@ -210,6 +210,17 @@ Metrics::Metrics(const MetricsOptions& options)
 
 Metrics::~Metrics() { StopServing(); }
 
+void Metrics::RequireBasicAuth(const std::string& user_password) {
+  const size_t colon = user_password.find(':');
+  const std::string user = user_password.substr(0, colon);
+  const std::string password = colon == std::string::npos ? "" : user_password.substr(colon + 1);
+  exposer_->RegisterAuth(
+      [user, password](const std::string& u, const std::string& p) {
+        return u == user && p == password;
+      },
+      "entrowatch");
+}
+
 void Metrics::StopServing() {
   if (exposer_ == nullptr) {
     return;

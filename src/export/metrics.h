@@ -41,6 +41,8 @@ class Metrics {
   absl::Status Serve(const std::string& listen);
   // The bound port, once serving.
   int port() const { return port_; }
+  // Requires HTTP basic auth ("user:password") on /metrics. After Serve.
+  void RequireBasicAuth(const std::string& user_password);
   // Stops serving /metrics (promptly; also done by the destructor).
   void StopServing();
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }

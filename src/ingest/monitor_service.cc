@@ -27,7 +27,17 @@ absl::Status ShuttingDown() { return absl::UnavailableError("entrowatchd is shut
 // in OnDone, which gRPC calls after Finish and after every callback.
 class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
  public:
-  explicit StreamReactor(MonitorService* service) : service_(service) { StartRead(&request_); }
+  StreamReactor(MonitorService* service, grpc::CallbackServerContext* context)
+      : service_(service), authorizer_(service->authorizer()) {
+    auto grant = authorizer_->Authenticate(*context);
+    if (!grant.ok()) {
+      finished_ = true;
+      Finish(common::ToGrpcStatus(grant.status()));
+      return;
+    }
+    grant_ = *grant;
+    StartRead(&request_);
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -38,7 +48,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     auto report = std::make_unique<Report>();
     report->Swap(&request_);
     service_->observer()->OnReceived(static_cast<int64_t>(report->ByteSizeLong()));
-    absl::Status status = service_->Admit(*report);
+    absl::Status status = Authorizer::CheckRun(grant_, report->run_id());
+    if (status.ok()) {
+      status = service_->Admit(*report);
+    }
     if (!status.ok()) {
       Send(RejectionAck(*report, status), /*finished_work=*/false);
       StartRead(&request_);
@@ -129,6 +142,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   }
 
   MonitorService* const service_;
+  const std::shared_ptr<const Authorizer> authorizer_;
+  const TokenGrant* grant_ = nullptr;  // null: authorization off
   Report request_;
   WorkItem parked_;  // touched only by the reading side (one read at a time)
   int shard_ = 0;
@@ -154,7 +169,35 @@ Ack RejectionAck(const Report& report, const absl::Status& status) {
 
 MonitorService::MonitorService(const ValidationLimits& limits, WorkQueue* queue,
                                RunDirectory* runs, IngestObserver* observer)
-    : limits_(limits), queue_(queue), runs_(runs), observer_(observer) {}
+    : limits_(limits),
+      authorizer_(std::make_shared<const Authorizer>(std::vector<TokenGrant>())),
+      queue_(queue),
+      runs_(runs),
+      observer_(observer) {}
+
+void MonitorService::set_authorizer(std::shared_ptr<const Authorizer> authorizer) {
+  absl::MutexLock lock(&mu_);
+  authorizer_ = std::move(authorizer);
+}
+
+std::shared_ptr<const Authorizer> MonitorService::authorizer() const {
+  absl::MutexLock lock(&mu_);
+  return authorizer_;
+}
+
+namespace {
+
+// Authenticates the caller and checks its access to run_id.
+absl::Status Authorize(const MonitorService& service, const grpc::CallbackServerContext& context,
+                       const std::string& run_id) {
+  auto grant = service.authorizer()->Authenticate(context);
+  if (!grant.ok()) {
+    return grant.status();
+  }
+  return Authorizer::CheckRun(*grant, run_id);
+}
+
+}  // namespace
 
 void MonitorService::set_limits(const ValidationLimits& limits) {
   absl::MutexLock lock(&mu_);
@@ -170,15 +213,19 @@ absl::Status MonitorService::Admit(const Report& report) {
   return ValidateReport(report, limits);
 }
 
-grpc::ServerBidiReactor<Report, Ack>* MonitorService::Stream(grpc::CallbackServerContext*) {
-  return new StreamReactor(this);
+grpc::ServerBidiReactor<Report, Ack>* MonitorService::Stream(
+    grpc::CallbackServerContext* context) {
+  return new StreamReactor(this, context);
 }
 
 grpc::ServerUnaryReactor* MonitorService::Submit(grpc::CallbackServerContext* context,
                                                  const Report* request, Ack* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   observer_->OnReceived(static_cast<int64_t>(request->ByteSizeLong()));
-  absl::Status status = Admit(*request);
+  absl::Status status = Authorize(*this, *context, request->run_id());
+  if (status.ok()) {
+    status = Admit(*request);
+  }
   WorkItem item;
   if (status.ok()) {
     item.report = request;
@@ -206,6 +253,10 @@ grpc::ServerUnaryReactor* MonitorService::GetRun(grpc::CallbackServerContext* co
                                                  const entrowatch::v1::GetRunRequest* request,
                                                  entrowatch::v1::RunStatus* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
+    reactor->Finish(common::ToGrpcStatus(s));
+    return reactor;
+  }
   auto run = runs_->GetRun(*request);
   if (run.ok()) {
     *response = std::move(*run);
@@ -218,7 +269,18 @@ grpc::ServerUnaryReactor* MonitorService::ListRuns(grpc::CallbackServerContext* 
                                                    const entrowatch::v1::ListRunsRequest*,
                                                    entrowatch::v1::ListRunsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  *response = runs_->ListRuns();
+  auto grant = authorizer()->Authenticate(*context);
+  if (!grant.ok()) {
+    reactor->Finish(common::ToGrpcStatus(grant.status()));
+    return reactor;
+  }
+  // A token sees only the runs it may access.
+  entrowatch::v1::ListRunsResponse all = runs_->ListRuns();
+  for (auto& run : *all.mutable_runs()) {
+    if (Authorizer::CheckRun(*grant, run.run_id()).ok()) {
+      *response->add_runs() = std::move(run);
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -227,6 +289,10 @@ grpc::ServerUnaryReactor* MonitorService::EndRun(grpc::CallbackServerContext* co
                                                  const entrowatch::v1::EndRunRequest* request,
                                                  entrowatch::v1::EndRunResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
+    reactor->Finish(common::ToGrpcStatus(s));
+    return reactor;
+  }
   auto run = runs_->EndRun(request->run_id());
   if (run.ok()) {
     *response->mutable_run() = std::move(*run);

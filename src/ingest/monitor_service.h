@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
+#include "ingest/auth.h"
 #include "ingest/validate.h"
 #include "ingest/work_queue.h"
 
@@ -60,6 +61,9 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
                                    entrowatch::v1::EndRunResponse* response) override;
 
   void set_limits(const ValidationLimits& limits);
+  // Replaces the token grants (start-up and reload). Never null.
+  void set_authorizer(std::shared_ptr<const Authorizer> authorizer);
+  std::shared_ptr<const Authorizer> authorizer() const;
 
   // Validation shared by both ingest paths (limits may change on reload).
   absl::Status Admit(const entrowatch::v1::Report& report);
@@ -67,8 +71,9 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   IngestObserver* observer() { return observer_; }
 
  private:
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   ValidationLimits limits_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Authorizer> authorizer_ ABSL_GUARDED_BY(mu_);
   WorkQueue* const queue_;
   RunDirectory* const runs_;
   IngestObserver* const observer_;

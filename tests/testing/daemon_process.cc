@@ -149,7 +149,8 @@ CommandResult RunCommand(const std::string& command) {
   return result;
 }
 
-absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path,
+                                    const std::string& extra_headers, bool full_response) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
@@ -167,7 +168,7 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
     return absl::UnavailableError("cannot connect to " + address);
   }
   const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n", extra_headers, "\r\n");
   if (send(fd, request.data(), request.size(), 0) < 0) {
     close(fd);
     return absl::UnavailableError("send failed");
@@ -180,6 +181,9 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
   }
   close(fd);
   const size_t body = response.find("\r\n\r\n");
+  if (full_response) {
+    return response;
+  }
   if (body == std::string::npos) {
     return absl::UnavailableError("no HTTP response from " + address);
   }

@@ -59,7 +59,10 @@ struct CommandResult {
 };
 CommandResult RunCommand(const std::string& command);
 
-// Minimal HTTP GET on 127.0.0.1 (host:port); the response body.
-absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
+// Minimal HTTP GET on 127.0.0.1 (host:port); the whole response (status
+// line, headers, body) with full_response, else the body.
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path,
+                                    const std::string& extra_headers = "",
+                                    bool full_response = false);
 
 }  // namespace entrowatch::testing
