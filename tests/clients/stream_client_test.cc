@@ -5,6 +5,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -127,6 +128,38 @@ TEST(StreamClientTest, AssignsSeqPerRunAndRankAndKeepsExplicitSeqs) {
   ASSERT_TRUE(c.Enqueue(MakeReport("a", 1, 3)));
   ASSERT_TRUE(c.Flush(absl::Now() + kWait).ok());
   EXPECT_THAT(Seqs(server->received()), ElementsAreArray({1, 1, 1, 2, 40, 41}));
+}
+
+TEST(StreamClientTest, ConcurrentProducersKeepPerRankOrder) {
+  std::unique_ptr<FakeMonitor> server = FakeMonitor::Start({});
+  ASSERT_NE(server, nullptr);
+  StreamClientOptions options = FastOptions(server->address());
+  options.queue_capacity = 4096;
+  auto client = StreamClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  constexpr int kRanks = 4;
+  constexpr uint64_t kSteps = 250;
+  std::vector<std::thread> producers;
+  for (uint32_t rank = 0; rank < kRanks; ++rank) {
+    producers.emplace_back([&client, rank] {
+      for (uint64_t step = 1; step <= kSteps; ++step) {
+        ASSERT_TRUE((*client)->Enqueue(MakeReport("r", rank, step)));
+      }
+    });
+  }
+  for (std::thread& producer : producers) {
+    producer.join();
+  }
+  ASSERT_TRUE((*client)->Flush(absl::Now() + kWait).ok());
+  EXPECT_EQ((*client)->Stats().acknowledged, kRanks * kSteps);
+  std::vector<std::vector<uint64_t>> seqs(kRanks);
+  for (const v1::Report& report : server->received()) {
+    EXPECT_EQ(report.seq(), report.step());
+    seqs[report.rank()].push_back(report.seq());
+  }
+  for (const std::vector<uint64_t>& rank_seqs : seqs) {
+    EXPECT_THAT(rank_seqs, ElementsAreArray(Range(1, kSteps)));
+  }
 }
 
 TEST(StreamClientTest, RejectedReportsAreCountedAndReported) {
