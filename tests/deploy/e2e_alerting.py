@@ -257,11 +257,12 @@ scrape_configs:
         failed = True
         print(f"FAILED: {e}")
     finally:
-        for p in reversed(processes):
-            rc = p.stop()
-            if failed:
-                print(f"--- {p.name} (pid {p.pid}, exit {rc}) log tail:\n{p.log_tail()}")
+        # Stop everything before printing anything: printing can fail too.
+        tails = [(p, p.stop(), p.log_tail()) for p in reversed(processes)]
         work.cleanup()
+        if failed:
+            for p, rc, tail in tails:
+                print(f"--- {p.name} (pid {p.pid}, exit {rc}) log tail:\n{tail}")
     print("PASSED" if ok else "FAILED")
     return 0 if ok else 1
 
