@@ -4,6 +4,7 @@ Every process binds 127.0.0.1, is started on a free port, is waited for by
 polling a readiness condition with a deadline, and is stopped by its PID.
 """
 
+import ctypes
 import json
 import os
 import signal
@@ -53,15 +54,24 @@ def http_json(url, timeout=5):
         return json.loads(e.read().decode())
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # A test killed by a timeout must not leave servers behind.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Process:
-    """A child process with its output in a log file, stopped by PID."""
+    """A child process with its output in a log file, stopped by PID; it also
+    gets SIGTERM should the test process die first."""
 
     def __init__(self, name, argv, workdir):
         self.name = name
         self.log_path = os.path.join(workdir, f"{name}.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=workdir, start_new_session=True)
+                                     cwd=workdir, preexec_fn=_die_with_parent)
 
     @property
     def pid(self):
