@@ -215,6 +215,34 @@ TEST(StreamClientTest, FullQueueDropsWithoutBlockingAndCountsDrops) {
   EXPECT_TRUE(server->WaitForReceived(8, absl::Now() + kWait));
 }
 
+TEST(StreamClientTest, ByteBoundDropsLargeReportsButNeverTheOnlyOne) {
+  FakeMonitorOptions server_options;
+  server_options.max_acks = 0;
+  std::unique_ptr<FakeMonitor> server = FakeMonitor::Start(server_options);
+  ASSERT_NE(server, nullptr);
+  StreamClientOptions options = FastOptions(server->address());
+  options.queue_max_bytes = 10000;
+  auto client = StreamClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  v1::Report big = MakeReport("r", 0, 1);
+  big.add_logits()->mutable_logits()->set_data(std::string(6000, 'x'));
+  EXPECT_TRUE((*client)->Enqueue(big));
+  big.set_step(2);
+  EXPECT_FALSE((*client)->Enqueue(big));
+  EXPECT_TRUE((*client)->Enqueue(MakeReport("r", 0, 3)));
+  const StreamClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.dropped, 1u);
+  EXPECT_EQ(stats.pending, 2u);
+  EXPECT_GT(stats.pending_bytes, 6000u);
+  EXPECT_LE(stats.pending_bytes, 10000u);
+
+  // A report larger than the bound still goes when it is alone.
+  auto alone = StreamClient::Create(options);
+  ASSERT_TRUE(alone.ok());
+  big.mutable_logits(0)->mutable_logits()->set_data(std::string(20000, 'x'));
+  EXPECT_TRUE((*alone)->Enqueue(big));
+}
+
 TEST(StreamClientTest, EnqueueWaitWaitsForRoom) {
   std::unique_ptr<FakeMonitor> server = FakeMonitor::Start({});
   ASSERT_NE(server, nullptr);

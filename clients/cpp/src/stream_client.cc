@@ -84,12 +84,17 @@ bool StreamClient::Enqueue(v1::Report report) {
 
 bool StreamClient::EnqueueWait(v1::Report report, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  mu_.AwaitWithDeadline(absl::Condition(this, &StreamClient::HasRoomOrClosed), deadline);
+  const size_t bytes = report.ByteSizeLong();
+  auto room_or_closed = [this, bytes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closing_ || HasRoom(bytes);
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&room_or_closed), deadline);
   return EnqueueLocked(std::move(report));
 }
 
 bool StreamClient::EnqueueLocked(v1::Report report) {
-  if (closing_ || unacked_.size() >= options_.queue_capacity) {
+  const size_t bytes = report.ByteSizeLong();
+  if (closing_ || !HasRoom(bytes)) {
     ++stats_.dropped;
     return false;
   }
@@ -102,7 +107,8 @@ bool StreamClient::EnqueueLocked(v1::Report report) {
     *report.mutable_time() =
         google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::GetCurrentTimeNanos());
   }
-  unacked_.push_back(Entry{std::make_shared<const v1::Report>(std::move(report)), 0});
+  unacked_.push_back(Entry{std::make_shared<const v1::Report>(std::move(report)), bytes, 0});
+  unacked_bytes_ += bytes;
   ++stats_.enqueued;
   return true;
 }
@@ -146,6 +152,7 @@ StreamClientStats StreamClient::Stats() const {
   absl::MutexLock lock(&mu_);
   StreamClientStats stats = stats_;
   stats.pending = unacked_.size();
+  stats.pending_bytes = unacked_bytes_;
   return stats;
 }
 
@@ -154,8 +161,9 @@ std::optional<v1::Ack> StreamClient::LatestAck() const {
   return latest_ack_;
 }
 
-bool StreamClient::HasRoomOrClosed() const {
-  return closing_ || unacked_.size() < options_.queue_capacity;
+bool StreamClient::HasRoom(size_t bytes) const {
+  return unacked_.empty() || (unacked_.size() < options_.queue_capacity &&
+                              unacked_bytes_ + bytes <= options_.queue_max_bytes);
 }
 
 bool StreamClient::HasWorkOrClosed() const { return closing_ || !unacked_.empty(); }
@@ -274,6 +282,7 @@ void StreamClient::ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* strea
         continue;
       }
       report = std::move(unacked_[match].report);
+      unacked_bytes_ -= unacked_[match].bytes;
       unacked_.erase(unacked_.begin() + static_cast<std::ptrdiff_t>(match));
       --next_unsent_;
       ++stats_.acknowledged;

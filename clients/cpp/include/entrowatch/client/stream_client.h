@@ -53,6 +53,9 @@ struct StreamClientOptions {
   // Reports held at once: queued plus sent but not yet acknowledged (they are
   // kept for resending). Enqueue() drops beyond this.
   size_t queue_capacity = 1024;
+  // Serialized bytes held at once, by the same rule; a report alone in the
+  // queue is always accepted, so one larger than this still gets through.
+  size_t queue_max_bytes = 256 << 20;
   // Wait between reconnect attempts: starts at initial_backoff, doubles on
   // each failed attempt up to max_backoff (with +-20% jitter), and returns to
   // initial_backoff once an Ack arrives.
@@ -73,6 +76,7 @@ struct StreamClientStats {
   uint64_t stream_restarts = 0;  // streams that ended and were reopened
   uint64_t unmatched_acks = 0;   // Acks that matched no outstanding report
   size_t pending = 0;            // queued or in flight, not yet acknowledged
+  size_t pending_bytes = 0;      // their serialized size
   absl::Status last_error;       // why the latest stream ended (OK if none did)
 };
 
@@ -93,7 +97,8 @@ class StreamClient {
   // Queues a report without blocking on the network. A report whose seq is 0
   // gets the next seq of its (run_id, rank), counted per client; a report
   // without time gets the current wall time. Returns false, and counts a drop,
-  // when queue_capacity reports are pending or the client is closed.
+  // when queue_capacity reports (or queue_max_bytes) are pending or the
+  // client is closed.
   bool Enqueue(v1::Report report);
 
   // Like Enqueue() but waits up to `deadline` for room in the queue (for
@@ -123,6 +128,7 @@ class StreamClient {
  private:
   struct Entry {
     std::shared_ptr<const v1::Report> report;
+    size_t bytes = 0;
     int writes = 0;
   };
 
@@ -138,7 +144,7 @@ class StreamClient {
   void ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* stream, bool* acked_any,
                 absl::Status* refused);
 
-  bool HasRoomOrClosed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool HasRoom(size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasWorkOrClosed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool CanWriteOrStop() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AllAcknowledged() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -151,6 +157,7 @@ class StreamClient {
   // Oldest first; entries [0, next_unsent_) were written on the current stream.
   std::deque<Entry> unacked_ ABSL_GUARDED_BY(mu_);
   size_t next_unsent_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t unacked_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::pair<std::string, uint32_t>, uint64_t> last_seq_ ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool stream_broken_ ABSL_GUARDED_BY(mu_) = false;
