@@ -56,6 +56,14 @@ constexpr int kTokenBlockThreads = 256;
 constexpr int kTokenLoadsPerStep = 4;
 constexpr int kLoadBytes = 16;
 
+// The CUDA attention kernel's tiling, likewise replayed on the CPU: keys go
+// through shared memory kAttentionTileKeys at a time; lane l of the warp that
+// owns a query folds keys tile + l + kWarpLanes * j (j <
+// kAttentionTileKeys / kWarpLanes) into its own accumulator, and the lanes'
+// accumulators merge in a warp reduction at the end.
+constexpr int kWarpLanes = 32;
+constexpr int kAttentionTileKeys = 64;
+
 // Online softmax-entropy accumulator over a set of logits. Empty when d == 0
 // (m is then -inf and u is 0).
 template <typename T>

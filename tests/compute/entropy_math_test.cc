@@ -195,5 +195,50 @@ TEST(EntropyMathTest, AttentionAccumulatorMergesLikeOneStream) {
   }
 }
 
+// Replays the CUDA attention kernel's tiling (entropy_math.h) for one query:
+// per-lane accumulators over the keys each lane sees, then a pairwise warp
+// tree.
+AttentionAccumulator<float> ReplayAttentionKernel(const std::vector<float>& scores) {
+  std::vector<AttentionAccumulator<float>> lanes(kWarpLanes);
+  const int64_t n = static_cast<int64_t>(scores.size());
+  for (int64_t tile = 0; tile < n; tile += kAttentionTileKeys) {
+    for (int lane = 0; lane < kWarpLanes; ++lane) {
+      for (int j = 0; j < kAttentionTileKeys / kWarpLanes; ++j) {
+        const int64_t key = tile + lane + int64_t{kWarpLanes} * j;
+        if (key < n) {
+          AccumulateOne(lanes[lane], scores[key]);
+        }
+      }
+    }
+  }
+  for (int width = 1; width < kWarpLanes; width *= 2) {
+    for (int lane = 0; lane + width < kWarpLanes; lane += 2 * width) {
+      lanes[lane] = Merge(lanes[lane], lanes[lane + width]);
+    }
+  }
+  return lanes[0];
+}
+
+TEST(EntropyMathTest, AttentionKernelTilingMatchesFloat64) {
+  std::mt19937_64 rng(13);
+  for (int64_t n : {1, 2, 31, 33, 64, 65, 200, 4096}) {
+    for (float stddev : {0.5f, 4.0f, 40.0f}) {
+      const std::vector<float> scores = RandomRow(rng, n, stddev, 0.0);
+      std::vector<double> xd(scores.begin(), scores.end());
+      double top1;
+      std::vector<double> p;
+      const double h = testing::NaiveEntropy(xd, &top1, &p);
+      double collision = 0;
+      for (double v : p) {
+        collision += v * v;
+      }
+      const AttentionStats stats = FinalizeAttention(ReplayAttentionKernel(scores), n);
+      EXPECT_NEAR(stats.shannon, h, 1e-5 * std::max(1.0, h)) << n << " " << stddev;
+      EXPECT_NEAR(stats.renyi2, -std::log(collision), 1e-5 * std::max(1.0, h))
+          << n << " " << stddev;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace entrowatch::compute

@@ -1,7 +1,8 @@
 // Fused attention entropy, FlashAttention style: a block owns kQueries
 // queries of one head, streams K through shared memory kKeys rows at a time,
-// and keeps an online (m, d, u, q) accumulator per query and lane; the
-// nq x nk score matrix never exists. Kernel first, then the launcher.
+// and keeps an online (m, d, u, q) accumulator per query and lane (tiling in
+// entropy_math.h); the nq x nk score matrix never exists. Kernel first, then
+// the launcher.
 
 #include <cub/warp/warp_reduce.cuh>
 #include <cuda_fp16.h>
@@ -17,8 +18,8 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kQueriesPerWarp = 4;
 constexpr int kQueries = kWarps * kQueriesPerWarp;  // per block
-constexpr int kKeys = 64;                           // per shared-memory tile
-constexpr int kKeysPerLane = kKeys / 32;
+constexpr int kKeys = kAttentionTileKeys;  // per shared-memory tile
+constexpr int kKeysPerLane = kKeys / kWarpLanes;
 
 template <ElementType kType>
 __device__ __forceinline__ float Load(const uint8_t* data, int64_t i) {
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int64_t visible = causal ? nk - nq + query + 1 : nk;
 #pragma unroll
       for (int j = 0; j < kKeysPerLane; ++j) {
-        const int key_local = lane + 32 * j;
+        const int key_local = lane + kWarpLanes * j;
         const int64_t key = key0 + key_local;
         if (key < visible) {
           float dot = 0.0f;
