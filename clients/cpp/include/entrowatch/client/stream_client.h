@@ -10,7 +10,9 @@
 // stream is dropped and the report resent. Any other code is final; the
 // daemon acknowledges a resent report it already accepted as a duplicate.
 //
-//   ASSIGN_OR_RETURN(auto client, StreamClient::Create({.target = "host:50551"}));
+//   StreamClientOptions options;
+//   options.target = "host:50551";
+//   ASSIGN_OR_RETURN(auto client, StreamClient::Create(options));
 //   client->Enqueue(report);             // never blocks; false = dropped
 //   client->Flush(absl::Now() + absl::Seconds(10));
 //   client->Close();
