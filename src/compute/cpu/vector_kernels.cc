@@ -38,46 +38,63 @@ HWY_INLINE V Exp2NonPositive(D d, V t) {
   return hn::BitCast(d, hn::Add(hn::BitCast(di, p), exponent));
 }
 
-// Loads kVectorsPerGroup vectors of logits starting at element i.
-template <class D>
-HWY_INLINE void LoadGroup(D d, const float* row, int64_t i, hn::Vec<D>* z) {
+// Loads four vectors of logits starting at element i. Named outputs rather
+// than an array, so they stay in registers.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE void LoadGroup(D d, const float* row, int64_t i, V& z0, V& z1, V& z2, V& z3) {
   const int64_t n = hn::Lanes(d);
-  for (int k = 0; k < kVectorsPerGroup; ++k) {
-    z[k] = hn::LoadU(d, row + i + k * n);
-  }
+  z0 = hn::LoadU(d, row + i);
+  z1 = hn::LoadU(d, row + i + n);
+  z2 = hn::LoadU(d, row + i + 2 * n);
+  z3 = hn::LoadU(d, row + i + 3 * n);
 }
 
-template <class D>
-HWY_INLINE void LoadGroup(D d, const hwy::float16_t* row, int64_t i, hn::Vec<D>* z) {
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE void LoadGroup(D d, const hwy::float16_t* row, int64_t i, V& z0, V& z1, V& z2, V& z3) {
   const hn::Rebind<hwy::float16_t, D> dh;
   const int64_t n = hn::Lanes(d);
-  for (int k = 0; k < kVectorsPerGroup; ++k) {
-    z[k] = hn::PromoteTo(d, hn::LoadU(dh, row + i + k * n));
-  }
+  z0 = hn::PromoteTo(d, hn::LoadU(dh, row + i));
+  z1 = hn::PromoteTo(d, hn::LoadU(dh, row + i + n));
+  z2 = hn::PromoteTo(d, hn::LoadU(dh, row + i + 2 * n));
+  z3 = hn::PromoteTo(d, hn::LoadU(dh, row + i + 3 * n));
 }
 
 // bf16 is the upper half of a float: one full-width load gives two vectors
 // (even and odd elements), and the order of elements does not matter here.
 // HWY_SCALAR has single-lane vectors only and promotes element by element.
-template <class D>
-HWY_INLINE void LoadGroup(D d, const hwy::bfloat16_t* row, int64_t i, hn::Vec<D>* z) {
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE void LoadGroup(D d, const hwy::bfloat16_t* row, int64_t i, V& z0, V& z1, V& z2, V& z3) {
   const int64_t n = hn::Lanes(d);
 #if HWY_TARGET == HWY_SCALAR
   const hn::Rebind<hwy::bfloat16_t, D> dbf;
-  for (int k = 0; k < kVectorsPerGroup; ++k) {
-    z[k] = hn::PromoteTo(d, hn::LoadU(dbf, row + i + k * n));
-  }
+  z0 = hn::PromoteTo(d, hn::LoadU(dbf, row + i));
+  z1 = hn::PromoteTo(d, hn::LoadU(dbf, row + i + n));
+  z2 = hn::PromoteTo(d, hn::LoadU(dbf, row + i + 2 * n));
+  z3 = hn::PromoteTo(d, hn::LoadU(dbf, row + i + 3 * n));
 #else
   const hn::Repartition<uint16_t, D> du16;
   const hn::RebindToUnsigned<D> du32;
   const auto high = hn::Set(du32, 0xFFFF0000u);
   const auto* bits = reinterpret_cast<const uint16_t*>(row);
-  for (int k = 0; k < kVectorsPerGroup; k += 2) {
-    const auto w = hn::BitCast(du32, hn::LoadU(du16, bits + i + k * n));
-    z[k] = hn::BitCast(d, hn::ShiftLeft<16>(w));
-    z[k + 1] = hn::BitCast(d, hn::And(w, high));
-  }
+  const auto w0 = hn::BitCast(du32, hn::LoadU(du16, bits + i));
+  const auto w1 = hn::BitCast(du32, hn::LoadU(du16, bits + i + 2 * n));
+  z0 = hn::BitCast(d, hn::ShiftLeft<16>(w0));
+  z1 = hn::BitCast(d, hn::And(w0, high));
+  z2 = hn::BitCast(d, hn::ShiftLeft<16>(w1));
+  z3 = hn::BitCast(d, hn::And(w1, high));
 #endif
+}
+
+// Folds one vector of logits into a lane accumulator pair against the lanes'
+// current maximum m; returns t (NaN exactly for NaN / +Inf logits).
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V Fold(D d, V z, V m, V scale, V floor, V& sum_d, V& sum_u) {
+  const V t = hn::Mul(hn::Sub(z, m), scale);
+  const V clamped = hn::Max(t, floor);
+  const V e = Exp2NonPositive(d, clamped);
+  sum_d = hn::Add(sum_d, e);
+  sum_u = hn::MulAdd(e, clamped, sum_u);
+  return t;
 }
 
 inline float ScalarLoad(const float* row, int64_t i) { return row[i]; }
@@ -98,45 +115,40 @@ HWY_INLINE ChunkPartial AccumulateT(const Element* row, int64_t begin, int64_t e
   // Lanes start at the lowest finite value rather than -inf so that
   // (z - m) never computes -inf - (-inf).
   V m = hn::Set(d, hwy::LowestValue<float>());
-  V sum_d[kVectorsPerGroup];
-  V sum_u[kVectorsPerGroup];
-  for (int k = 0; k < kVectorsPerGroup; ++k) {
-    sum_d[k] = hn::Zero(d);
-    sum_u[k] = hn::Zero(d);
-  }
+  // Four accumulator pairs, one per vector of a group, so consecutive adds do
+  // not wait on each other.
+  V d0 = hn::Zero(d), d1 = hn::Zero(d), d2 = hn::Zero(d), d3 = hn::Zero(d);
+  V u0 = hn::Zero(d), u1 = hn::Zero(d), u2 = hn::Zero(d), u3 = hn::Zero(d);
   // t <= 0 or -inf for every valid logit; NaN exactly when z is NaN or +Inf.
   // Summing t keeps that NaN without a compare per vector.
   V sum_t = hn::Zero(d);
   int64_t i = begin;
   for (; i + group <= end; i += group) {
-    V z[kVectorsPerGroup];
-    LoadGroup(d, row, i, z);
-    const V group_max = hn::Max(hn::Max(z[0], z[1]), hn::Max(z[2], z[3]));
-    const V new_m = hn::Max(m, group_max);
+    V z0, z1, z2, z3;
+    LoadGroup(d, row, i, z0, z1, z2, z3);
+    const V new_m = hn::Max(m, hn::Max(hn::Max(z0, z1), hn::Max(z2, z3)));
     if (!hn::AllFalse(d, hn::Gt(new_m, m))) {
       const V shift = hn::Max(hn::Mul(hn::Sub(m, new_m), scale), floor);
       const V s = Exp2NonPositive(d, shift);
-      for (int k = 0; k < kVectorsPerGroup; ++k) {
-        sum_u[k] = hn::Mul(s, hn::MulAdd(sum_d[k], shift, sum_u[k]));
-        sum_d[k] = hn::Mul(sum_d[k], s);
-      }
+      u0 = hn::Mul(s, hn::MulAdd(d0, shift, u0));
+      u1 = hn::Mul(s, hn::MulAdd(d1, shift, u1));
+      u2 = hn::Mul(s, hn::MulAdd(d2, shift, u2));
+      u3 = hn::Mul(s, hn::MulAdd(d3, shift, u3));
+      d0 = hn::Mul(d0, s);
+      d1 = hn::Mul(d1, s);
+      d2 = hn::Mul(d2, s);
+      d3 = hn::Mul(d3, s);
       m = new_m;
     }
-    V t[kVectorsPerGroup];
-    for (int k = 0; k < kVectorsPerGroup; ++k) {
-      t[k] = hn::Mul(hn::Sub(z[k], m), scale);
-    }
-    sum_t = hn::Add(sum_t, hn::Add(hn::Add(t[0], t[1]), hn::Add(t[2], t[3])));
-    for (int k = 0; k < kVectorsPerGroup; ++k) {
-      const V clamped = hn::Max(t[k], floor);
-      const V e = Exp2NonPositive(d, clamped);
-      sum_d[k] = hn::Add(sum_d[k], e);
-      sum_u[k] = hn::MulAdd(e, clamped, sum_u[k]);
-    }
+    const V t0 = Fold(d, z0, m, scale, floor, d0, u0);
+    const V t1 = Fold(d, z1, m, scale, floor, d1, u1);
+    const V t2 = Fold(d, z2, m, scale, floor, d2, u2);
+    const V t3 = Fold(d, z3, m, scale, floor, d3, u3);
+    sum_t = hn::Add(sum_t, hn::Add(hn::Add(t0, t1), hn::Add(t2, t3)));
   }
   ChunkPartial out;
-  const V lane_d = hn::Add(hn::Add(sum_d[0], sum_d[1]), hn::Add(sum_d[2], sum_d[3]));
-  const V lane_u = hn::Add(hn::Add(sum_u[0], sum_u[1]), hn::Add(sum_u[2], sum_u[3]));
+  const V lane_d = hn::Add(hn::Add(d0, d1), hn::Add(d2, d3));
+  const V lane_u = hn::Add(hn::Add(u0, u1), hn::Add(u2, u3));
   out.non_finite = !hn::AllFalse(d, hn::IsNaN(sum_t));
   const float row_m = hn::GetLane(hn::MaxOfLanes(d, m));
   if (i > begin && row_m > hwy::LowestValue<float>()) {
