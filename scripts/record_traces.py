@@ -173,10 +173,10 @@ SCENARIOS = {
     }),
     "real-lr-spike": (260, 150, {
         "description": "Same run, healthy until the onset, where the learning rate is set to "
-                       "6e-2 (60x): the loss jumps from 2.4 to above the uniform 4.6 nats, the "
-                       "gradient norm grows about 10x while the predictions turn confidently "
-                       "wrong (token entropy below its baseline), and the heads of layer 0 "
-                       "collapse to one-hot attention.",
+                       "6e-2 (60x): the loss jumps from about 2.5 to peaks above 6 (a uniform "
+                       "guess scores 4.6), the gradient norm grows about 10x while the "
+                       "predictions turn confidently wrong (token entropy below its baseline), "
+                       "and the heads of layer 0 collapse to one-hot attention.",
         "expected_states": ["PATHOLOGICAL_CONFIDENCE"],
         "expected_patterns": ["ENTROPY_COLLAPSE"],
         "max_delay_steps": 20,
@@ -186,7 +186,7 @@ SCENARIOS = {
                        "16 sequences, which it memorizes: token entropy falls towards zero.",
         "expected_states": ["COMFORT_ZONE"],
         "expected_patterns": ["ENTROPY_COLLAPSE"],
-        "max_delay_steps": 250,
+        "max_delay_steps": 150,
     }),
 }
 
