@@ -50,7 +50,9 @@ def grad_norm(rng, step, scale=1.0):
 
 
 def report(name, step, phase="TRAIN", values=None, kinds=None, grad=None, layers=None):
-    r = {"runId": name, "step": str(step), "seq": str(step + 1), "phase": phase}
+    r = {"runId": name, "step": str(step), "seq": str(step + 1)}
+    if phase != "TRAIN":  # an unspecified phase is TRAIN
+        r["phase"] = phase
     if values is not None:
         block = {"values": values, "vocabSize": VOCAB}
         if kinds is not None:
@@ -78,7 +80,7 @@ def train_trace(name, steps, shape, seed, with_attention=False):
 def scenarios():
     onset = 100
     yield ("synth-healthy", train_trace(
-        "synth-healthy", 160, lambda s: (learning_curve(s), 1.0, None), 1, with_attention=True),
+        "synth-healthy", 140, lambda s: (learning_curve(s), 1.0, None), 1, with_attention=True),
         {"healthy": True, "description": "Falling learning curve, log-normal grad norm, "
                                           "U-shaped attention profile with distinct heads."})
 
@@ -89,21 +91,21 @@ def scenarios():
     def panic(s):
         shock = late_onset <= s < late_onset + 15
         return (learning_curve(s) + (1.0 if shock else 0.0), 4.0 if shock else 1.0, None)
-    yield ("synth-panic", train_trace("synth-panic", 200, panic, 2),
+    yield ("synth-panic", train_trace("synth-panic", 180, panic, 2),
            {"onset_step": late_onset, "max_delay_steps": 8, "expected_states": ["PANIC_ZONE"],
             "description": "Data shock: for 15 steps entropy +1 nat and grad norm x4."})
 
     def stagnation(s):
         late = s >= late_onset
         return (learning_curve(s) + (0.8 if late else 0.0), 0.1 if late else 1.0, None)
-    yield ("synth-stagnation", train_trace("synth-stagnation", 200, stagnation, 3),
+    yield ("synth-stagnation", train_trace("synth-stagnation", 180, stagnation, 3),
            {"onset_step": late_onset, "max_delay_steps": 8, "expected_states": ["STAGNATION"],
             "description": "Vanishing updates: grad norm falls 10x and entropy rises 0.8 nats."})
 
     def pathological(s):
         late = s >= late_onset
         return (learning_curve(s) * (0.5 if late else 1.0), 4.0 if late else 1.0, None)
-    yield ("synth-pathological", train_trace("synth-pathological", 200, pathological, 4),
+    yield ("synth-pathological", train_trace("synth-pathological", 180, pathological, 4),
            {"onset_step": late_onset, "max_delay_steps": 8,
             "expected_states": ["PATHOLOGICAL_CONFIDENCE"],
             "description": "Mode collapse under large updates: entropy halves, grad norm x4."})
@@ -138,7 +140,7 @@ def scenarios():
 
     rng = random.Random(7)
     lines = []
-    for s in range(160):
+    for s in range(130):
         layers = attention(rng, LAYER_PROFILE)
         if s >= onset:
             layers[2]["headEntropy"][1] = 0.73
@@ -150,7 +152,7 @@ def scenarios():
 
     rng = random.Random(8)
     lines = []
-    for s in range(160):
+    for s in range(130):
         layers = attention(rng, LAYER_PROFILE)
         if s >= onset:
             shared = rng.gauss(0, 0.02)
@@ -164,7 +166,7 @@ def scenarios():
 
     rng = random.Random(9)
     lines = []
-    for s in range(160):
+    for s in range(130):
         profile = [2.0] * 3 if s >= onset else LAYER_PROFILE
         lines.append(report("synth-flat-profile", s, values=token_values(rng, learning_curve(s)),
                             grad=grad_norm(rng, s), layers=attention(rng, profile, noise=0.002)))
@@ -175,7 +177,7 @@ def scenarios():
 
     rng = random.Random(10)
     lines = []
-    for s in range(160):
+    for s in range(130):
         layers = attention(rng, LAYER_PROFILE)
         if s >= onset:
             layers[2]["headEntropy"] = [round(abs(rng.gauss(0.01, 0.005)), 3) for _ in range(4)]
