@@ -149,6 +149,30 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     }));
     return m.Get("metrics_basic_auth_file", &sec.metrics_basic_auth_file);
   }));
+  RETURN_IF_ERROR(root.Child("alertmanager", [&](YamlMap& m) {
+    alertmanager::AlertmanagerOptions& am = c->alertmanager;
+    RETURN_IF_ERROR(m.Get("enabled", &am.enabled));
+    RETURN_IF_ERROR(m.Get("url", &am.url));
+    RETURN_IF_ERROR(m.Get("resend_interval_seconds", &am.resend_interval_seconds));
+    RETURN_IF_ERROR(m.Get("timeout_seconds", &am.timeout_seconds));
+    RETURN_IF_ERROR(m.Get("retry_initial_backoff_seconds", &am.retry_initial_backoff_seconds));
+    RETURN_IF_ERROR(m.Get("retry_max_backoff_seconds", &am.retry_max_backoff_seconds));
+    RETURN_IF_ERROR(m.Get("queue_max_updates", &am.queue_max_updates));
+    RETURN_IF_ERROR(m.Get("runbook_url", &am.runbook_url));
+    RETURN_IF_ERROR(m.Get("generator_url", &am.generator_url));
+    RETURN_IF_ERROR(m.Child("labels", [&](YamlMap& labels) {
+      for (const std::string& key : labels.Keys()) {
+        std::string value;
+        RETURN_IF_ERROR(labels.Get(key, &value));
+        am.labels[key] = value;
+      }
+      return absl::OkStatus();
+    }));
+    if (absl::Status s = alertmanager::ValidateAlertmanagerOptions(am); !s.ok()) {
+      return m.Error(am.url.empty() ? "enabled" : "url", s.message());
+    }
+    return absl::OkStatus();
+  }));
   RETURN_IF_ERROR(root.Child("analysis", [&](YamlMap& m) {
     return ParseAnalysisConfig(m, &c->analysis);
   }));

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "config/analysis_config.h"
+#include "export/alertmanager/alertmanager_options.h"
 
 namespace entrowatch::config {
 
@@ -87,6 +88,7 @@ struct Config {
   RunsConfig runs;
   LogConfig log;
   SecurityConfig security;
+  alertmanager::AlertmanagerOptions alertmanager;  // direct push, off by default
   AnalysisConfig analysis;
 };
 

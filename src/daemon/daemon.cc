@@ -137,6 +137,19 @@ absl::Status Daemon::Start() {
                                                config_.ingest.queue_max_reports,
                                                config_.ingest.queue_max_bytes);
   processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), metrics_.get(), clock_);
+  if (config_.alertmanager.enabled) {
+    pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(config_.alertmanager, clock_);
+    if (absl::Status s = pusher_->Start(); !s.ok()) {
+      return s;
+    }
+    processor_->set_health_listener(
+        [pusher = pusher_.get()](const std::string& run,
+                                 const std::vector<entrowatch::v1::Anomaly>& active,
+                                 const entrowatch::v1::Verdict& verdict) {
+          pusher->Update(run, active, verdict);
+        });
+    spdlog::info("pushing alerts to Alertmanager at {}", config_.alertmanager.url);
+  }
   service_ = std::make_unique<ingest::MonitorService>(LimitsOf(config_), queue_.get(),
                                                       processor_.get(), processor_.get());
   service_->set_authorizer(*authorizer);
@@ -217,6 +230,9 @@ void Daemon::Shutdown() {
     stop_sweeper_.Notify();
     sweeper_.join();
   }
+  if (pusher_ != nullptr) {
+    pusher_->Shutdown();
+  }
   if (metrics_ != nullptr) {
     metrics_->StopServing();
   }
@@ -244,6 +260,10 @@ void Daemon::Reload(const config::Config& config) {
       config.compute.threads != config_.compute.threads ||
       config.compute.cuda_pool_bytes != config_.compute.cuda_pool_bytes) {
     restart.push_back("compute");
+  }
+  if (config.alertmanager.enabled != config_.alertmanager.enabled ||
+      config.alertmanager.url != config_.alertmanager.url) {
+    restart.push_back("alertmanager");
   }
   if (config.state_dir != config_.state_dir) {
     restart.push_back("state_dir");

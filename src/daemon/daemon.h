@@ -15,6 +15,7 @@
 #include "compute/entropy_engine.h"
 #include "config/config.h"
 #include "daemon/processor.h"
+#include "export/alertmanager/alertmanager_pusher.h"
 #include "export/metrics.h"
 #include "ingest/monitor_service.h"
 #include "ingest/work_queue.h"
@@ -62,6 +63,7 @@ class Daemon {
   std::string backend_;
   std::unique_ptr<exporter::Metrics> metrics_;
   std::unique_ptr<ingest::WorkQueue> queue_;
+  std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;  // when enabled
   std::unique_ptr<ReportProcessor> processor_;
   std::unique_ptr<ingest::MonitorService> service_;
   std::unique_ptr<grpc::Server> server_;

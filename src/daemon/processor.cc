@@ -290,7 +290,11 @@ void ReportProcessor::Drain(store::RunState& run) {
       run.history.pop_front();
     }
   }
-  metrics_->Health(run.id, analyzer.verdict().state(), analyzer.ActiveAnomalies(), fired);
+  const std::vector<entrowatch::v1::Anomaly> active = analyzer.ActiveAnomalies();
+  metrics_->Health(run.id, analyzer.verdict().state(), active, fired);
+  if (health_listener_) {
+    health_listener_(run.id, active, analyzer.verdict());
+  }
 }
 
 void ReportProcessor::Finish(store::RunState& run) {
@@ -401,6 +405,9 @@ void ReportProcessor::Sweep() {
   const auto expired = registry_.ExpireIdle(now, s.idle_expiry);
   for (const auto& run : expired) {
     metrics_->ForgetRun(run->id);
+    if (health_listener_) {
+      health_listener_(run->id, {}, entrowatch::v1::Verdict());  // resolves its alerts
+    }
   }
   if (!expired.empty()) {
     metrics_->SetRuns(static_cast<int64_t>(registry_.size()));

@@ -5,6 +5,7 @@
 // answer with an Ack. Also answers the run queries (GetRun, ListRuns,
 // EndRun) and sweeps step timeouts and idle runs. Thread-safe.
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,13 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
 
   // Finalizes steps past their timeout and forgets idle runs.
   void Sweep();
+
+  // Called (under the run's lock, must not block) after steps of a run were
+  // finalized, with its active anomalies and verdict. Set before Start.
+  using HealthListener =
+      std::function<void(const std::string& run, const std::vector<entrowatch::v1::Anomaly>&,
+                          const entrowatch::v1::Verdict&)>;
+  void set_health_listener(HealthListener listener) { health_listener_ = std::move(listener); }
 
   // Applies the run-time changeable parts of a new config (SIGHUP).
   void Reload(const config::Config& config);
@@ -75,6 +83,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   exporter::Metrics* const metrics_;
   common::Clock* const clock_;
   store::RunRegistry registry_;
+  HealthListener health_listener_;
   mutable absl::Mutex mu_;
   Settings settings_ ABSL_GUARDED_BY(mu_);
 };
