@@ -233,7 +233,8 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
 std::vector<std::shared_ptr<grpc::Channel>> Connect(const LoadOptions& options,
                                                     absl::Status* status) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
-  const int count = std::max(1, std::min(options.channels, options.streams));
+  const int count =
+      std::max(1, std::min(options.channels, std::max(options.streams, options.submit_burst)));
   const auto deadline =
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(options.connect_seconds * 1000));
@@ -293,7 +294,8 @@ double Percentile(std::vector<float>* values, double q) {
 
 // Concurrent unary Submits with a logits block each; records their status codes.
 // Calls `sample` every sample period while waiting.
-void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload, grpc::GenericStub* stub,
+void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload,
+                 const std::vector<std::unique_ptr<grpc::GenericStub>>& stubs,
                  const std::function<void()>& sample, LoadResult* result) {
   struct Call {
     grpc::ClientContext context;
@@ -317,13 +319,15 @@ void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload, grpc
     call->context.set_deadline(deadline);
     calls.push_back(std::move(call));
   }
-  for (auto& call : calls) {
-    stub->UnaryCall(&call->context, kSubmitMethod, grpc::StubOptions(), &call->request,
-                    &call->response, [&mu, &finished, result](grpc::Status status) {
-                      absl::MutexLock lock(&mu);
-                      ++result->submit_codes[static_cast<int>(status.error_code())];
-                      ++finished;
-                    });
+  for (size_t i = 0; i < calls.size(); ++i) {
+    Call* call = calls[i].get();
+    stubs[i % stubs.size()]->UnaryCall(
+        &call->context, kSubmitMethod, grpc::StubOptions(), &call->request, &call->response,
+        [&mu, &finished, result](grpc::Status status) {
+          absl::MutexLock lock(&mu);
+          ++result->submit_codes[static_cast<int>(status.error_code())];
+          ++finished;
+        });
   }
   // Every call carries the deadline, so each completes by then.
   auto all_done = [&finished, n]() { return finished == n; };
@@ -448,8 +452,8 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
       latencies.empty() ? 0 : *std::max_element(latencies.begin(), latencies.end());
   if (options.submit_burst > 0) {
     SubmitBurst(
-        options, shared->payload, stubs.front().get(),
-        [&sample_server]() { sample_server().IgnoreError(); }, &result);
+        options, shared->payload, stubs, [&sample_server]() { sample_server().IgnoreError(); },
+        &result);
   }
   if (watching()) {
     auto sample = sample_server();

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Ingest load benchmark: starts entrowatchd and the do-nothing gRPC sink on
 # 127.0.0.1 (free ports), drives each with the same payloads for N = 1, 64,
-# 1024 streams, then fires a burst of unary Submits at the daemon to show
-# RESOURCE_EXHAUSTED pushback. Prints the machine, the config bounds and one
-# table; the daemon/sink ratio is the figure that survives a noisy machine.
+# 1024 streams; then saturates a second daemon with a small queue bound by
+# 1024 streams and a burst of unary Submits to show pushback (flow control,
+# RESOURCE_EXHAUSTED) and its RSS against the bound. Prints the machine, the
+# config bounds and one table; the daemon/sink ratio is the figure that
+# survives a noisy machine.
 #
 # usage: bench/load/run_load.sh [BUILD_DIR]      (default: build-load)
 # environment:
@@ -13,6 +15,8 @@
 #   LOAD_BURST=48              concurrent Submits with logits at the end (0 = none)
 #   LOAD_QUEUE_MAX_BYTES=536870912   the daemon's ingest.queue_max_bytes
 #   LOAD_MAX_RSS_MB=6144       safety stop: stop sending when a server's RSS passes this
+#   LOAD_OVERLOAD_QUEUE_BYTES=67108864   queue bound of the second, deliberately
+#                              small daemon that the overload check saturates
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +28,7 @@ window="${LOAD_WINDOW:-4}"
 burst="${LOAD_BURST:-48}"
 queue_max_bytes="${LOAD_QUEUE_MAX_BYTES:-536870912}"
 max_rss_mb="${LOAD_MAX_RSS_MB:-6144}"
+overload_queue_bytes="${LOAD_OVERLOAD_QUEUE_BYTES:-67108864}"
 
 load="${build}/bench/load/entrowatch_load"
 sink="${build}/bench/load/entrowatch_null_sink"
@@ -62,20 +67,25 @@ wait_ready() {  # PID FILE
   return 1
 }
 
-cat >"${work}/entrowatch.yaml" <<YAML
+start_daemon() {  # NAME QUEUE_MAX_BYTES WORKERS BACKEND
+  cat >"${work}/$1.yaml" <<YAML
 grpc: {listen: "127.0.0.1:0"}
 metrics: {listen: "127.0.0.1:0"}
-ingest: {queue_max_bytes: ${queue_max_bytes}}
+ingest: {queue_max_bytes: $2, workers: $3}
+compute: {backend: $4}
 log: {level: warn}
 YAML
+  "${daemon}" --config "${work}/$1.yaml" --ready-file "${work}/$1.ready" 2>"${work}/$1.log" &
+  pids+=($!)
+  wait_ready "${pids[-1]}" "${work}/$1.ready"
+}
 
-"${daemon}" --config "${work}/entrowatch.yaml" --ready-file "${work}/daemon.ready" \
-  2>"${work}/daemon.log" &
-pids+=($!)
-wait_ready "${pids[-1]}" "${work}/daemon.ready"
+start_daemon daemon "${queue_max_bytes}" 2 auto
+daemon_pid="${pids[-1]}"
 "${sink}" --ready-file "${work}/sink.ready" --max-seconds 3600 2>"${work}/sink.log" &
 pids+=($!)
-wait_ready "${pids[-1]}" "${work}/sink.ready"
+sink_pid="${pids[-1]}"
+wait_ready "${sink_pid}" "${work}/sink.ready"
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -93,17 +103,27 @@ for n in ${streams_list}; do
       --run-prefix "load-${n}-${server}" --label "${server}" --json >>"${results}"
   done
 done
+# Beyond capacity: a daemon with a small queue bound and one worker on the
+# float64 reference engine (about 10x slower than the vectorized one), so
+# that offered load exceeds capacity on any machine; first 1024 streams, then
+# a burst of unary Submits.
+kill -TERM "${sink_pid}" "${daemon_pid}"
+start_daemon overload "${overload_queue_bytes}" 1 cpu-reference
+"${load}" --ready-file "${work}/overload.ready" --streams 1024 --window "${window}" \
+  --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
+  --run-prefix "overload" --label "overload-streams" --json >>"${results}"
 if [[ "${burst}" -gt 0 ]]; then
-  "${load}" --ready-file "${work}/daemon.ready" --streams 1 --duration 2 --warmup 1 \
-    --submit-burst "${burst}" --run-prefix "burst" --label "daemon-burst" --json >>"${results}"
+  "${load}" --ready-file "${work}/overload.ready" --streams 1 --duration 2 --warmup 1 \
+    --submit-burst "${burst}" --run-prefix "burst" --label "overload-burst" --json >>"${results}"
 fi
 
-/usr/bin/python3 - "${results}" "${queue_max_bytes}" <<'PY'
+/usr/bin/python3 - "${results}" "${queue_max_bytes}" "${overload_queue_bytes}" <<'PY'
 import json
 import sys
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
 queue_mib = int(sys.argv[2]) / 2**20
+overload_mib = int(sys.argv[3]) / 2**20
 sink = {r["streams"]: r for r in rows if r["label"] == "sink"}
 print("| N | server | reports/s | MiB/s | Ack p50 ms | Ack p99 ms | vs sink | server CPU cores "
       "| RSS end MiB | RSS max MiB | RSS max / queue bound | sent | acked ok | errors |")
@@ -121,10 +141,20 @@ for r in rows:
           f'| {r["p50_ms"]:.1f} | {r["p99_ms"]:.1f} | {ratio} | {cores:.2f} '
           f'| {r["server_rss_end_mib"]:.0f} | {r["server_rss_max_mib"]:.0f} '
           f'| {r["server_rss_max_mib"] / queue_mib:.2f} | {r["sent"]} | {r["ok"]} | {errors} |')
+print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_mib:.0f} MiB, "
+      "1 worker, the float64 reference engine")
 for r in rows:
-    if r["label"] == "daemon-burst":
+    if r["label"] == "overload-streams":
+        errors = sum(r["ack_errors"].values()) + r["streams_failed"] + r["unmatched"]
+        print(f'- 1024 streams: {r["reports_per_s"]:.0f} reports/s, Ack p50 {r["p50_ms"]:.0f} ms, '
+              f'p99 {r["p99_ms"]:.0f} ms; of {r["sent"]} sent: {r["ok"]} acknowledged OK, '
+              f'{r["late"]} late (step already finalized by timeout), '
+              f'{r["sent"] - r["acked"]} unacknowledged, {errors} errors; RSS max {r["server_rss_max_mib"]:.0f} MiB = '
+              f'{r["server_rss_max_mib"] / overload_mib:.1f} x the queue bound'
+              f'{" (RSS safety stop)" if r["stopped_early"] else ""}')
+    if r["label"] == "overload-burst":
         names = {"0": "OK", "8": "RESOURCE_EXHAUSTED", "4": "DEADLINE_EXCEEDED", "14": "UNAVAILABLE"}
         codes = ", ".join(f'{names.get(k, "code " + k)} {v}' for k, v in r["submit_codes"].items())
-        print(f'\nSubmit burst: {sum(r["submit_codes"].values())} concurrent unary Submits with a '
-              f'logits block each: {codes}; daemon RSS peak since start {r["server_rss_hwm_mib"]:.0f} MiB')
+        print(f'- {sum(r["submit_codes"].values())} concurrent unary Submits with a logits block '
+              f'each: {codes}; RSS peak since start {r["server_rss_hwm_mib"]:.0f} MiB')
 PY
