@@ -256,6 +256,21 @@ TEST_P(EngineConformanceTest, SamplingView) {
   }
 }
 
+TEST_P(EngineConformanceTest, SamplingViewOnLongRows) {
+  std::mt19937_64 rng(10);
+  TestMatrix m(DType::kBFloat16, 3, 50000);
+  testing::FillNormal(m, rng, 1.5f);  // flat: the nucleus spans many tokens
+  for (int64_t c = 0; c < 50000; c += 7) {
+    m.Set(1, c, -kInf);
+  }
+  for (const auto& [top_k, top_p] :
+       {std::pair{0u, 0.3f}, std::pair{0u, 0.9f}, std::pair{0u, 0.999f}, std::pair{2000u, 0.5f},
+        std::pair{20000u, 1.0f}}) {
+    SCOPED_TRACE(::testing::Message() << top_k << " " << top_p);
+    CheckAgainstNaive(m, 50000, 1.3f, {}, top_k, top_p);
+  }
+}
+
 TEST_P(EngineConformanceTest, TopKKeepsTiesWithTheKthValue) {
   TestMatrix m(DType::kFloat32, 1, 6);
   const float row[6] = {3, 1, 2, 2, 2, 0};

@@ -11,6 +11,7 @@
 #include "compute/cpu/vector_kernels.h"
 #include "compute/entropy_math.h"
 #include "compute/input_checks.h"
+#include "compute/sampling_view.h"
 
 namespace entrowatch::compute {
 namespace {
@@ -22,35 +23,8 @@ constexpr int64_t kMinChunkColumns = 16384;
 constexpr int64_t kTasksPerThread = 4;
 constexpr int64_t kQueriesPerTask = 16;
 
-void FillSamplingView(const LogitsInput& in, int64_t r, RowEntropy& out) {
-  const void* row = in.logits.row(r);
-  const double beta = 1.0 / static_cast<double>(in.temperature);
-  std::vector<double> x;
-  x.reserve(in.valid_vocab);
-  for (int64_t c = 0; c < in.valid_vocab; ++c) {
-    const float z = common::LoadAsFloat(in.logits.dtype, row, c);
-    if (z != -INFINITY) {
-      x.push_back(beta * static_cast<double>(z));
-    }
-  }
-  const int64_t n = static_cast<int64_t>(x.size());
-  // With top-k only the first k (plus ties) are read: sort that prefix.
-  int64_t sorted = n;
-  if (in.top_k > 0 && static_cast<int64_t>(in.top_k) < n) {
-    std::nth_element(x.begin(), x.begin() + in.top_k - 1, x.end(), std::greater<double>());
-    const double kth = x[in.top_k - 1];
-    const auto ties_end =
-        std::partition(x.begin() + in.top_k, x.end(), [kth](double v) { return v >= kth; });
-    sorted = ties_end - x.begin();
-  }
-  std::sort(x.begin(), x.begin() + sorted, std::greater<double>());
-  const SampledStats sampled = FilterSorted(x.data(), sorted, in.top_k, in.top_p);
-  out.final_entropy = sampled.entropy;
-  out.effective_vocab = sampled.effective_vocab;
-  out.final_top1_prob = sampled.top1_prob;
-}
-
-void FinishRow(const LogitsInput& in, int64_t r, const ChunkPartial& partial, RowEntropy& out) {
+void FinishRow(const LogitsInput& in, int64_t r, const ChunkPartial& partial,
+               std::vector<double>& scratch, RowEntropy& out) {
   out = RowEntropy();
   if (partial.non_finite) {
     out.status = RowStatus::kNonFinite;
@@ -70,7 +44,10 @@ void FinishRow(const LogitsInput& in, int64_t r, const ChunkPartial& partial, Ro
     out.surprisal = Surprisal(partial.acc, z, scale2);
   }
   if (in.sampling()) {
-    FillSamplingView(in, r, out);
+    const SampledStats sampled = SamplingView(in, r, scratch);
+    out.final_entropy = sampled.entropy;
+    out.effective_vocab = sampled.effective_vocab;
+    out.final_top1_prob = sampled.top1_prob;
   }
 }
 
@@ -104,10 +81,11 @@ absl::Status VectorEngine::TokenEntropy(const LogitsInput& in, absl::Span<RowEnt
     pool_.ParallelFor(tasks, [&](int64_t task) {
       const int64_t begin = rows * task / tasks;
       const int64_t end = rows * (task + 1) / tasks;
+      std::vector<double> scratch;
       for (int64_t r = begin; r < end; ++r) {
         const ChunkPartial partial =
             AccumulateLogits(in.logits.dtype, in.logits.row(r), 0, in.valid_vocab, scale2);
-        FinishRow(in, r, partial, out[r]);
+        FinishRow(in, r, partial, scratch, out[r]);
       }
     });
     return absl::OkStatus();
@@ -132,7 +110,8 @@ absl::Status VectorEngine::TokenEntropy(const LogitsInput& in, absl::Span<RowEnt
       merged.non_finite = merged.non_finite || part.non_finite;
       merged.acc = Merge(merged.acc, part.acc, scale2);
     }
-    FinishRow(in, r, merged, out[r]);
+    std::vector<double> scratch;
+    FinishRow(in, r, merged, scratch, out[r]);
   });
   return absl::OkStatus();
 }

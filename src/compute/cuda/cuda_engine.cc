@@ -15,6 +15,7 @@
 #include "compute/cuda/kernels.cuh"
 #include "compute/entropy_math.h"
 #include "compute/input_checks.h"
+#include "compute/sampling_view.h"
 
 namespace entrowatch::compute {
 namespace {
@@ -207,27 +208,16 @@ class CudaEngine final : public EntropyEngine {
     RETURN_IF_ERROR(Collect(slots_[0], in, out));
     RETURN_IF_ERROR(Collect(slots_[1], in, out));
     if (in.sampling()) {
-      // The sampling view sorts each row: it runs on the host with the same
-      // filters (entropy_math.h) the other engines use.
-      const double beta = 1.0 / static_cast<double>(in.temperature);
-      std::vector<double> x;
+      // The sampling view selects and sorts within each row: it runs on the
+      // host with the same filters (entropy_math.h) the other engines use.
+      std::vector<double> scratch;
       for (int64_t r = 0; r < rows; ++r) {
-        if (out[r].status != RowStatus::kOk) {
-          continue;
+        if (out[r].status == RowStatus::kOk) {
+          const SampledStats s = SamplingView(in, r, scratch);
+          out[r].final_entropy = s.entropy;
+          out[r].effective_vocab = s.effective_vocab;
+          out[r].final_top1_prob = s.top1_prob;
         }
-        x.clear();
-        for (int64_t c = 0; c < in.valid_vocab; ++c) {
-          const float z = common::LoadAsFloat(in.logits.dtype, in.logits.row(r), c);
-          if (z != -INFINITY) {
-            x.push_back(beta * z);
-          }
-        }
-        std::sort(x.begin(), x.end(), std::greater<double>());
-        const SampledStats s =
-            FilterSorted(x.data(), static_cast<int64_t>(x.size()), in.top_k, in.top_p);
-        out[r].final_entropy = s.entropy;
-        out[r].effective_vocab = s.effective_vocab;
-        out[r].final_top1_prob = s.top1_prob;
       }
     }
     return absl::OkStatus();
