@@ -4,10 +4,10 @@
 // entropy_math.h); the nq x nk score matrix never exists. Kernel first, then
 // the launcher.
 
-#include <cub/warp/warp_reduce.cuh>
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cub/warp/warp_reduce.cuh>
 
 #include "compute/cuda/kernels.cuh"
 #include "compute/entropy_math.h"
@@ -18,7 +18,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kQueriesPerWarp = 4;
 constexpr int kQueries = kWarps * kQueriesPerWarp;  // per block
-constexpr int kKeys = kAttentionTileKeys;  // per shared-memory tile
+constexpr int kKeys = kAttentionTileKeys;           // per shared-memory tile
 constexpr int kKeysPerLane = kKeys / kWarpLanes;
 
 template <ElementType kType>
@@ -62,8 +62,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                            int64_t nq, int64_t nk, int head_dim, bool causal, float scale,
                            float* shannon, float* renyi2) {
   extern __shared__ float shared[];
-  float* q_tile = shared;                           // [kQueries][head_dim]
-  float* k_tile = shared + kQueries * head_dim;     // [kKeys][head_dim + 1]
+  float* q_tile = shared;                        // [kQueries][head_dim]
+  float* k_tile = shared + kQueries * head_dim;  // [kKeys][head_dim + 1]
   const int k_stride = head_dim + 1;
   const int64_t head = blockIdx.y;
   const int64_t kv_head = head / (heads / kv_heads);
@@ -137,8 +137,7 @@ template <ElementType kType>
 cudaError_t Launch(const void* q, const void* k, int64_t heads, int64_t kv_heads, int64_t nq,
                    int64_t nk, int64_t head_dim, bool causal, float scale, float* shannon,
                    float* renyi2, cudaStream_t stream) {
-  const size_t shared_bytes =
-      sizeof(float) * (kQueries * head_dim + kKeys * (head_dim + 1));
+  const size_t shared_bytes = sizeof(float) * (kQueries * head_dim + kKeys * (head_dim + 1));
   cudaError_t status = cudaFuncSetAttribute(AttentionEntropyKernel<kType>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(shared_bytes));
@@ -160,8 +159,8 @@ cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* 
                                    bool causal, float scale, float* shannon, float* renyi2,
                                    cudaStream_t stream) {
   if (heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || nq < 1 || nk < 1 ||
-      (causal && nq > nk) || head_dim < 1 || head_dim > kMaxAttentionHeadDim ||
-      heads > 65535 || (nq + kQueries - 1) / kQueries > 0x7fffffff) {
+      (causal && nq > nk) || head_dim < 1 || head_dim > kMaxAttentionHeadDim || heads > 65535 ||
+      (nq + kQueries - 1) / kQueries > 0x7fffffff) {
     return cudaErrorInvalidValue;
   }
   switch (type) {
@@ -172,8 +171,8 @@ cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* 
       return Launch<ElementType::kFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
                                            shannon, renyi2, stream);
     case ElementType::kBFloat16:
-      return Launch<ElementType::kBFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal,
-                                            scale, shannon, renyi2, stream);
+      return Launch<ElementType::kBFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
+                                            shannon, renyi2, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -8,7 +8,6 @@
 
 #include <cstdint>
 
-
 namespace entrowatch::compute::cuda {
 
 // Mirrors common::DType without its headers (nvcc sees no Abseil/protobuf).
@@ -43,17 +42,17 @@ int TokenSplits(int64_t rows, int64_t cols, int sms);
 
 // logits: rows x cols of `type` on the device, 16-byte aligned; targets:
 // rows entries or nullptr; partials: rows * splits; out: rows.
-cudaError_t LaunchTokenEntropy(ElementType type, const void* logits, int64_t rows,
-                               int64_t cols, int64_t valid_vocab, float scale2,
-                               const int32_t* targets, int splits, DevicePartial* partials,
-                               DeviceRow* out, cudaStream_t stream);
+cudaError_t LaunchTokenEntropy(ElementType type, const void* logits, int64_t rows, int64_t cols,
+                               int64_t valid_vocab, float scale2, const int32_t* targets,
+                               int splits, DevicePartial* partials, DeviceRow* out,
+                               cudaStream_t stream);
 
 // q: heads x nq x d, k: kv_heads x nk x d of `type` on the device; shannon
 // and renyi2: heads * nq floats. head_dim <= kMaxAttentionHeadDim.
 constexpr int kMaxAttentionHeadDim = 256;
-cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* k,
-                                   int64_t heads, int64_t kv_heads, int64_t nq, int64_t nk,
-                                   int64_t head_dim, bool causal, float scale, float* shannon,
-                                   float* renyi2, cudaStream_t stream);
+cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* k, int64_t heads,
+                                   int64_t kv_heads, int64_t nq, int64_t nk, int64_t head_dim,
+                                   bool causal, float scale, float* shannon, float* renyi2,
+                                   cudaStream_t stream);
 
 }  // namespace entrowatch::compute::cuda

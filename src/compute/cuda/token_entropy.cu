@@ -1,10 +1,10 @@
 // Token entropy: one read of the logits, fp32 accumulators, 16-byte loads,
 // split-vocab partials when rows are few. Kernels first, then launchers.
 
-#include <cub/block/block_reduce.cuh>
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cub/block/block_reduce.cuh>
 
 #include "compute/cuda/kernels.cuh"
 #include "compute/entropy_math.h"
@@ -91,7 +91,8 @@ __global__ void __launch_bounds__(kTokenBlockThreads)
   const int64_t row = blockIdx.x / splits;
   const int chunk = static_cast<int>(blockIdx.x % splits);
   const uint8_t* base = logits + row * cols * kElementBytes<kType>;
-  const int64_t misaligned = (reinterpret_cast<uintptr_t>(base) % kLoadBytes) / kElementBytes<kType>;
+  const int64_t misaligned =
+      (reinterpret_cast<uintptr_t>(base) % kLoadBytes) / kElementBytes<kType>;
   const int64_t head = min(valid_vocab, misaligned == 0 ? int64_t{0} : kPer - misaligned);
   const int64_t vectors = (valid_vocab - head) / kPer;
   EntropyAccumulator<float> acc;
@@ -179,8 +180,9 @@ cudaError_t Launch(const void* logits, int64_t rows, int64_t cols, int64_t valid
                    float scale2, const int32_t* targets, int splits, DevicePartial* partials,
                    DeviceRow* out, cudaStream_t stream) {
   const auto* bytes = static_cast<const uint8_t*>(logits);
-  TokenPartialKernel<kType><<<static_cast<unsigned>(rows * splits), kTokenBlockThreads, 0,
-                              stream>>>(bytes, cols, valid_vocab, splits, scale2, partials);
+  TokenPartialKernel<kType>
+      <<<static_cast<unsigned>(rows * splits), kTokenBlockThreads, 0, stream>>>(
+          bytes, cols, valid_vocab, splits, scale2, partials);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) {
     return status;
@@ -214,11 +216,11 @@ cudaError_t LaunchTokenEntropy(ElementType type, const void* logits, int64_t row
   }
   switch (type) {
     case ElementType::kFloat32:
-      return Launch<ElementType::kFloat32>(logits, rows, cols, valid_vocab, scale2, targets,
-                                           splits, partials, out, stream);
+      return Launch<ElementType::kFloat32>(logits, rows, cols, valid_vocab, scale2, targets, splits,
+                                           partials, out, stream);
     case ElementType::kFloat16:
-      return Launch<ElementType::kFloat16>(logits, rows, cols, valid_vocab, scale2, targets,
-                                           splits, partials, out, stream);
+      return Launch<ElementType::kFloat16>(logits, rows, cols, valid_vocab, scale2, targets, splits,
+                                           partials, out, stream);
     case ElementType::kBFloat16:
       return Launch<ElementType::kBFloat16>(logits, rows, cols, valid_vocab, scale2, targets,
                                             splits, partials, out, stream);
