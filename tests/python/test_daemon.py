@@ -73,7 +73,8 @@ def test_round_trip_of_every_log_call(daemon):
     confident = torch.zeros(6, 8, 60)
     confident.view(48, 60)[torch.arange(48), peaks] = 30.0
     mon.log_logits(5, confident, rows=10, targets=peaks.view(6, 8))
-    mon.log_logits(5, confident.bfloat16(), rows=10, targets=peaks.view(6, 8))
+    mon.log_logits(5, confident.bfloat16(), rows=10, targets=peaks.view(6, 8),
+                   token_kinds=torch.full((6, 8), entrowatch.GENERATED))
     assert mon.flush(20), vars(mon.stats)
     assert mon.stats.acked == 6 and mon.stats.rejected == 0
 
@@ -101,6 +102,7 @@ def test_round_trip_of_every_log_call(daemon):
     assert steps[4].has_loss and steps[4].loss == pytest.approx(3.25)
     assert steps[4].learning_rate == pytest.approx(1e-3)
     assert steps[5].surprisal_count == 20 and steps[5].surprisal_mean < 1e-6
+    assert steps[5].generated_token_count == 10
 
     text = daemon.metrics()
     assert metric_value(text, "entrowatch_grad_norm", run="roundtrip") == pytest.approx(2.5)
@@ -131,6 +133,14 @@ def test_nonfinite_values_are_dropped_or_rejected(daemon):
         mon.log_scalars(1, loss=1.0)  # the stream goes on after a rejected report
         assert mon.flush(20)
         assert (mon.stats.acked, mon.stats.rejected) == (2, 1)
+
+
+def test_phase_is_reported(daemon):
+    with entrowatch.Monitor(daemon.grpc_address, run_id="eval-run", rank=0, world_size=1,
+                            phase="eval") as mon:
+        mon.log_token_entropies(0, [1.0, 2.0], vocab_size=10)
+        assert mon.flush(20)
+    assert history_by_step(daemon, "eval-run")[0].phase == pb.EVAL
 
 
 def _log_step(mon, step, rng, entropy_scale, grad_norm):
