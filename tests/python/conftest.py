@@ -27,8 +27,14 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 _SKIP_COPY = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "*_pb2*.py")
 
 
+_TEMP_VENV = []
+
+
 def _install_package():
-    venv = os.environ.get("ENTROWATCH_PY_VENV") or tempfile.mkdtemp(prefix="entrowatch-venv-")
+    venv = os.environ.get("ENTROWATCH_PY_VENV")
+    if not venv:
+        venv = tempfile.mkdtemp(prefix="entrowatch-venv-")
+        _TEMP_VENV.append(venv)
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
@@ -47,6 +53,11 @@ def pytest_configure(config):
     venv, site = _install_package()
     sys.path.insert(0, site)
     os.environ["ENTROWATCH_PY_VENV_PYTHON"] = os.path.join(venv, "bin", "python")
+
+
+def pytest_unconfigure(config):
+    for venv in _TEMP_VENV:
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 def daemon_binary():
