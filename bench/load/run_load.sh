@@ -15,6 +15,7 @@
 #   LOAD_BURST=48              concurrent Submits with logits at the end (0 = none)
 #   LOAD_QUEUE_MAX_BYTES=536870912   the daemon's ingest.queue_max_bytes
 #   LOAD_MAX_RSS_MB=6144       safety stop: stop sending when a server's RSS passes this
+#   LOAD_OVERLOAD=1            0 skips the overload check (it can take several GiB)
 #   LOAD_OVERLOAD_QUEUE_BYTES=67108864   queue bound of the second, deliberately
 #                              small daemon that the overload check saturates
 set -euo pipefail
@@ -28,6 +29,7 @@ window="${LOAD_WINDOW:-4}"
 burst="${LOAD_BURST:-48}"
 queue_max_bytes="${LOAD_QUEUE_MAX_BYTES:-536870912}"
 max_rss_mb="${LOAD_MAX_RSS_MB:-6144}"
+overload="${LOAD_OVERLOAD:-1}"
 overload_queue_bytes="${LOAD_OVERLOAD_QUEUE_BYTES:-67108864}"
 
 load="${build}/bench/load/entrowatch_load"
@@ -107,14 +109,16 @@ done
 # float64 reference engine (about 10x slower than the vectorized one), so
 # that offered load exceeds capacity on any machine; first 1024 streams, then
 # a burst of unary Submits.
-kill -TERM "${sink_pid}" "${daemon_pid}"
-start_daemon overload "${overload_queue_bytes}" 1 cpu-reference
-"${load}" --ready-file "${work}/overload.ready" --streams 1024 --window "${window}" \
-  --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
-  --run-prefix "overload" --label "overload-streams" --json >>"${results}"
-if [[ "${burst}" -gt 0 ]]; then
-  "${load}" --ready-file "${work}/overload.ready" --streams 1 --duration 2 --warmup 1 \
-    --submit-burst "${burst}" --run-prefix "burst" --label "overload-burst" --json >>"${results}"
+if [[ "${overload}" != 0 ]]; then
+  kill -TERM "${sink_pid}" "${daemon_pid}"
+  start_daemon overload "${overload_queue_bytes}" 1 cpu-reference
+  "${load}" --ready-file "${work}/overload.ready" --streams 1024 --window "${window}" \
+    --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
+    --run-prefix "overload" --label "overload-streams" --json >>"${results}"
+  if [[ "${burst}" -gt 0 ]]; then
+    "${load}" --ready-file "${work}/overload.ready" --streams 1 --duration 2 --warmup 1 \
+      --submit-burst "${burst}" --run-prefix "burst" --label "overload-burst" --json >>"${results}"
+  fi
 fi
 
 /usr/bin/python3 - "${results}" "${queue_max_bytes}" "${overload_queue_bytes}" <<'PY'
@@ -141,7 +145,8 @@ for r in rows:
           f'| {r["p50_ms"]:.1f} | {r["p99_ms"]:.1f} | {ratio} | {cores:.2f} '
           f'| {r["server_rss_end_mib"]:.0f} | {r["server_rss_max_mib"]:.0f} '
           f'| {r["server_rss_max_mib"] / queue_mib:.2f} | {r["sent"]} | {r["ok"]} | {errors} |')
-print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_mib:.0f} MiB, "
+if any(r["label"].startswith("overload") for r in rows):
+    print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_mib:.0f} MiB, "
       "1 worker, the float64 reference engine")
 for r in rows:
     if r["label"] == "overload-streams":
