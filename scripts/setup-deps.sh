@@ -9,7 +9,7 @@ pkgs=(cmake make g++ pkg-config
       libgtest-dev libgmock-dev libbenchmark-dev curl)
 if [ "$what" = test ]; then
   pkgs+=(prometheus prometheus-alertmanager python3-grpcio python3-protobuf python3-pytest
-         python3-venv python3-numpy python3-torch yamllint clang libclang-rt-14-dev)
+         python3-venv python3-setuptools python3-numpy python3-torch yamllint clang libclang-rt-14-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

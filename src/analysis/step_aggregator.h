@@ -68,6 +68,11 @@ class StepAggregator {
   std::vector<entrowatch::v1::StepSummary> TakeFinalized();
 
   void set_options(AggregationOptions options) { options_ = options; }
+  // Restores "steps up to `step` are finalized" (restart from durable state).
+  void RestoreFinalized(uint64_t step) {
+    has_finalized_ = true;
+    max_finalized_ = step;
+  }
   size_t pending_steps() const { return pending_.size(); }
   // Whether any step was finalized, and the highest one.
   bool has_finalized() const { return has_finalized_; }

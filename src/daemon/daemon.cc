@@ -136,7 +136,18 @@ absl::Status Daemon::Start() {
   queue_ = std::make_unique<ingest::WorkQueue>(config_.ingest.workers,
                                                config_.ingest.queue_max_reports,
                                                config_.ingest.queue_max_bytes);
-  processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), metrics_.get(), clock_);
+  if (!config_.state_dir.empty()) {
+    auto store = store::DurableStore::Open(config_.state_dir);
+    if (!store.ok()) {
+      return store.status();
+    }
+    store_ = *std::move(store);
+  }
+  processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), metrics_.get(), clock_,
+                                                 store_.get());
+  if (absl::Status s = processor_->Restore(); !s.ok()) {
+    return s;
+  }
   if (config_.alertmanager.enabled) {
     pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(config_.alertmanager, clock_);
     if (absl::Status s = pusher_->Start(); !s.ok()) {

@@ -7,6 +7,7 @@
 #include "common/status_macros.h"
 #include "common/tensor_view.h"
 #include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
 
 namespace entrowatch::daemon {
 namespace {
@@ -41,8 +42,13 @@ absl::Status CheckFinite(const entrowatch::v1::Tensor& t, const std::string& fie
 }  // namespace
 
 ReportProcessor::ReportProcessor(const config::Config& config, compute::EntropyEngine* engine,
-                                 exporter::Metrics* metrics, common::Clock* clock)
-    : engine_(engine), metrics_(metrics), clock_(clock), registry_(config.runs.max_runs) {
+                                 exporter::Metrics* metrics, common::Clock* clock,
+                                 store::DurableStore* store)
+    : engine_(engine),
+      metrics_(metrics),
+      clock_(clock),
+      store_(store),
+      registry_(config.runs.max_runs) {
   Reload(config);
 }
 
@@ -101,6 +107,9 @@ absl::Status ReportProcessor::Compute(const Report& report,
     const auto start = std::chrono::steady_clock::now();
     absl::Status status = engine_->TokenEntropy(in, absl::MakeSpan(rows));
     metrics_->ComputeSeconds("token", SecondsSince(start));
+    if (engine_->degraded()) {
+      metrics_->SetComputeDegraded(true);
+    }
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("logits[", b, "]: ", status.message()));
     }
@@ -124,7 +133,8 @@ absl::Status ReportProcessor::Compute(const Report& report,
                                block.token_kinds(static_cast<int>(r)) == entrowatch::v1::GENERATED);
       out->top1_sum += row.top1_prob;
       ++out->top1_count;
-      if (!in.target_ids.empty()) {
+      // A target whose logit is -inf has infinite surprisal: not averaged in.
+      if (!in.target_ids.empty() && std::isfinite(row.surprisal)) {
         out->surprisal_sum += row.surprisal;
         ++out->surprisal_count;
       }
@@ -197,6 +207,8 @@ absl::Status ReportProcessor::Compute(const Report& report,
 
 Ack ReportProcessor::Process(const Report& report) {
   Ack ack;
+  ack.set_run_id(report.run_id());
+  ack.set_rank(report.rank());
   ack.set_seq(report.seq());
   ack.set_step(report.step());
   const Settings s = settings();
@@ -233,7 +245,7 @@ Ack ReportProcessor::Process(const Report& report) {
   analysis::ReportContribution contribution;
   absl::Status status = Compute(report, &contribution);
 
-  absl::MutexLock lock(&run.mu);
+  absl::ReleasableMutexLock lock(&run.mu);
   if (!status.ok()) {
     run.counters.rejected++;
     ack.set_code(static_cast<int>(status.code()));
@@ -252,11 +264,18 @@ Ack ReportProcessor::Process(const Report& report) {
   contribution.step = report.step();
   contribution.phase =
       report.phase() == entrowatch::v1::PHASE_UNSPECIFIED ? entrowatch::v1::TRAIN : report.phase();
-  std::vector<float> entropies = contribution.entropies;
+  store::WriteBatch batch;
+  if (store_ != nullptr) {
+    batch.contribution = contribution;
+  }
+  const std::vector<float> entropies = contribution.entropies;
   const entrowatch::v1::Phase phase = contribution.phase;
   if (run.aggregator.Add(std::move(contribution), clock_->Monotonic())) {
     run.counters.accepted++;
     metrics_->TokenEntropies(run.id, phase, entropies);
+    batch.has_report = true;
+    batch.rank = report.rank();
+    batch.seq = report.seq();
   } else {
     run.counters.late++;
     ack.set_late(true);
@@ -266,7 +285,97 @@ Ack ReportProcessor::Process(const Report& report) {
     Finish(run);
   }
   FillAck(run, &ack);
+  if (store_ == nullptr) {
+    return ack;
+  }
+  auto pending = Save(run, std::move(batch));
+  lock.Release();
+  if (absl::Status saved = AwaitSave(pending); !saved.ok()) {
+    Ack failed;
+    failed.set_run_id(report.run_id());
+    failed.set_rank(report.rank());
+    failed.set_seq(report.seq());
+    failed.set_step(report.step());
+    failed.set_code(static_cast<int>(saved.code()));
+    failed.set_message(std::string(saved.message()));
+    return failed;
+  }
   return ack;
+}
+
+std::shared_ptr<store::DurableStore::Pending> ReportProcessor::Save(store::RunState& run,
+                                                                   store::WriteBatch batch) {
+  batch.run_id = run.id;
+  batch.world_size = run.world_size;
+  batch.finished = run.finished;
+  batch.last_report_time = run.last_report_time;
+  batch.finalized.swap(run.unsaved);
+  return store_->Enqueue(std::move(batch));
+}
+
+absl::Status ReportProcessor::AwaitSave(
+    const std::shared_ptr<store::DurableStore::Pending>& pending) {
+  absl::Status status = store_->Wait(pending);
+  if (!status.ok()) {
+    metrics_->StoreFailure();
+    spdlog::error("{}", std::string(status.message()));
+  }
+  return status;
+}
+
+absl::Status ReportProcessor::Restore() {
+  if (store_ == nullptr) {
+    return absl::OkStatus();
+  }
+  const Settings s = settings();
+  auto runs = store_->LoadAll(s.dedup_window);
+  if (!runs.ok()) {
+    return runs.status();
+  }
+  const absl::Duration now = clock_->Monotonic();
+  for (store::StoredRun& stored : *runs) {
+    bool created = false;
+    auto run_or = registry_.GetOrCreate(stored.run_id, s.aggregation, &created);
+    if (!run_or.ok()) {
+      return run_or.status();
+    }
+    store::RunState& run = **run_or;
+    absl::MutexLock lock(&run.mu);
+    run.world_size = stored.world_size;
+    run.finished = stored.finished;
+    run.last_report_time = stored.last_report_time;
+    run.last_activity = now;
+    for (const auto& [rank, seqs] : stored.seqs) {
+      auto& window = run.seen.try_emplace(rank, s.dedup_window).first->second;
+      for (uint64_t seq : seqs) {
+        window.Insert(seq);
+      }
+    }
+    // Replaying the finalized steps rebuilds baselines, states and detectors.
+    analysis::RunAnalyzer& analyzer = Analyzer(run);
+    for (StepSummary& step : stored.steps) {
+      analyzer.Observe(step);
+      metrics_->StepFinalized(run.id, step);
+      run.aggregator.RestoreFinalized(step.step());
+      run.history.push_back(std::move(step));
+      while (static_cast<int>(run.history.size()) > s.history_steps) {
+        run.history.pop_front();
+      }
+    }
+    for (analysis::ReportContribution& c : stored.pending) {
+      run.aggregator.Add(std::move(c), now);
+    }
+    metrics_->Health(run.id, analyzer.verdict().state(), analyzer.ActiveAnomalies(), {});
+    if (run.last_report_time != absl::InfinitePast()) {
+      metrics_->ReportSeen(run.id, absl::ToDoubleSeconds(run.last_report_time - absl::UnixEpoch()));
+    }
+    if (run.finished) {
+      metrics_->RunFinished(run.id);
+    }
+  }
+  metrics_->SetRuns(static_cast<int64_t>(registry_.size()));
+  spdlog::info("restored {} runs from {}", runs->size(), store_->path());
+  return absl::OkStatus();
 }
 
 void ReportProcessor::Drain(store::RunState& run) {
@@ -284,6 +393,9 @@ void ReportProcessor::Drain(store::RunState& run) {
     analyzer.Observe(step);
     for (auto& anomaly : analyzer.NewlyFired()) {
       fired.push_back(std::move(anomaly));
+    }
+    if (store_ != nullptr) {
+      run.unsaved.push_back(step);
     }
     run.history.push_back(std::move(step));
     while (static_cast<int>(run.history.size()) > history_steps) {
@@ -386,25 +498,51 @@ absl::StatusOr<RunStatus> ReportProcessor::EndRun(const std::string& run_id) {
   if (run == nullptr) {
     return absl::NotFoundError(absl::StrCat("unknown run '", run_id, "'"));
   }
-  absl::MutexLock lock(&run->mu);
-  if (!run->finished) {
-    Finish(*run);
+  std::shared_ptr<store::DurableStore::Pending> pending;
+  RunStatus status;
+  {
+    absl::MutexLock lock(&run->mu);
+    if (!run->finished) {
+      Finish(*run);
+    }
+    run->last_activity = clock_->Monotonic();
+    status = Status(*run, kDefaultHistory);
+    if (store_ != nullptr) {
+      pending = Save(*run, store::WriteBatch());
+    }
   }
-  run->last_activity = clock_->Monotonic();
-  return Status(*run, kDefaultHistory);
+  if (pending != nullptr) {
+    RETURN_IF_ERROR(AwaitSave(pending));
+  }
+  return status;
 }
 
 void ReportProcessor::Sweep() {
   const Settings s = settings();
   const absl::Duration now = clock_->Monotonic();
   for (const auto& run : registry_.All()) {
-    absl::MutexLock lock(&run->mu);
-    run->aggregator.Sweep(now);
-    Drain(*run);
+    std::shared_ptr<store::DurableStore::Pending> pending;
+    {
+      absl::MutexLock lock(&run->mu);
+      run->aggregator.Sweep(now);
+      Drain(*run);
+      if (store_ != nullptr && !run->unsaved.empty()) {
+        pending = Save(*run, store::WriteBatch());
+      }
+    }
+    if (pending != nullptr) {
+      AwaitSave(pending).IgnoreError();  // logged and counted; contributions stay on disk
+    }
   }
   const auto expired = registry_.ExpireIdle(now, s.idle_expiry);
   for (const auto& run : expired) {
     metrics_->ForgetRun(run->id);
+    if (store_ != nullptr) {
+      if (absl::Status forgot = store_->ForgetRun(run->id); !forgot.ok()) {
+        spdlog::error("cannot forget run '{}' in the state database: {}", run->id,
+                      std::string(forgot.message()));
+      }
+    }
     if (health_listener_) {
       health_listener_(run->id, {}, entrowatch::v1::Verdict());  // resolves its alerts
     }

@@ -18,15 +18,21 @@
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "export/metrics.h"
 #include "ingest/monitor_service.h"
+#include "store/durable_store.h"
 #include "store/run_registry.h"
 
 namespace entrowatch::daemon {
 
 class ReportProcessor final : public ingest::RunDirectory, public ingest::IngestObserver {
  public:
-  // engine, metrics and clock must outlive the processor.
+  // engine, metrics, clock and store (null: in memory only) must outlive the
+  // processor. With a store, a report is acknowledged once durable.
   ReportProcessor(const config::Config& config, compute::EntropyEngine* engine,
-                  exporter::Metrics* metrics, common::Clock* clock);
+                  exporter::Metrics* metrics, common::Clock* clock,
+                  store::DurableStore* store = nullptr);
+
+  // Rebuilds every run from the durable store (before serving).
+  absl::Status Restore();
   ReportProcessor(const ReportProcessor&) = delete;
   ReportProcessor& operator=(const ReportProcessor&) = delete;
 
@@ -77,11 +83,18 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   entrowatch::v1::RunStatus Status(store::RunState& run, int history) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   void Finish(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  // Queues the run's unsaved steps (and the report, if any) for the store.
+  std::shared_ptr<store::DurableStore::Pending> Save(store::RunState& run,
+                                                    store::WriteBatch batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  // Waits for a queued save; a failure is logged and counted.
+  absl::Status AwaitSave(const std::shared_ptr<store::DurableStore::Pending>& pending);
   analysis::RunAnalyzer& Analyzer(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
 
   compute::EntropyEngine* const engine_;
   exporter::Metrics* const metrics_;
   common::Clock* const clock_;
+  store::DurableStore* const store_;
   store::RunRegistry registry_;
   HealthListener health_listener_;
   mutable absl::Mutex mu_;

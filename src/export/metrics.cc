@@ -66,6 +66,8 @@ constexpr MetricSpec kCatalog[] = {
      "1 when the CUDA engine was wanted but the CPU engine is in use."},
     {"entrowatch_rows_skipped_total", "Logits rows skipped (skip_nonfinite_rows)."},
     {"entrowatch_runs", "Runs tracked."},
+    {"entrowatch_store_failures_total",
+     "Failed writes of the state database (state_dir); affected reports were refused."},
     {"entrowatch_build_info", "Version and compute backend of this entrowatchd."},
 };
 
@@ -193,6 +195,7 @@ Metrics::Metrics(const MetricsOptions& options)
   compute_degraded_ = GaugeFamily("entrowatch_compute_degraded", r);
   rows_skipped_ = CounterFamily("entrowatch_rows_skipped_total", r);
   runs_ = GaugeFamily("entrowatch_runs", r);
+  store_failures_ = CounterFamily("entrowatch_store_failures_total", r);
   build_info_ = GaugeFamily("entrowatch_build_info", r);
 
   // Series that exist from the start, so rate() and alerts see zeros.
@@ -205,6 +208,7 @@ Metrics::Metrics(const MetricsOptions& options)
   queue_bytes_->Add({});
   compute_degraded_->Add({});
   runs_->Add({});
+  store_failures_->Add({});
   SetBackend(options.backend);
 }
 
@@ -328,6 +332,8 @@ void Metrics::SetBackend(const std::string& backend) {
   }
   compute_histograms_.clear();
 }
+
+void Metrics::StoreFailure() { store_failures_->Add({}).Increment(); }
 
 void Metrics::SetRuns(int64_t runs) { runs_->Add({}).Set(static_cast<double>(runs)); }
 

@@ -56,6 +56,7 @@ class Metrics {
   void SetComputeDegraded(bool degraded);
   void SetBackend(const std::string& backend);
   void SetRuns(int64_t runs);
+  void StoreFailure();
 
   // Runs. Each call is cheap after the first for a run.
   void TokenEntropies(const std::string& run, entrowatch::v1::Phase phase,
@@ -111,6 +112,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* compute_degraded_;
   prometheus::Family<prometheus::Counter>* rows_skipped_;
   prometheus::Family<prometheus::Gauge>* runs_;
+  prometheus::Family<prometheus::Counter>* store_failures_;
   prometheus::Family<prometheus::Gauge>* build_info_;
 
   mutable absl::Mutex mu_;

@@ -160,6 +160,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
 
 Ack RejectionAck(const Report& report, const absl::Status& status) {
   Ack ack;
+  ack.set_run_id(report.run_id());
+  ack.set_rank(report.rank());
   ack.set_seq(report.seq());
   ack.set_step(report.step());
   ack.set_code(static_cast<int32_t>(status.code()));

@@ -58,6 +58,8 @@ struct RunState {
   bool finished ABSL_GUARDED_BY(mu) = false;
   absl::Time last_report_time ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   absl::Duration last_activity ABSL_GUARDED_BY(mu);  // monotonic
+  // Finalized steps not yet handed to the durable store.
+  std::vector<entrowatch::v1::StepSummary> unsaved ABSL_GUARDED_BY(mu);
   // Created with the run's resolved thresholds on its first finalized step.
   std::unique_ptr<analysis::RunAnalyzer> analyzer ABSL_GUARDED_BY(mu);
 };

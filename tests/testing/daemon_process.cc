@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace entrowatch::testing {
 namespace {
@@ -64,39 +65,73 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const std::s
     }
     out << extra_yaml;
   }
-  const std::string ready = d->dir_ + "/ready.json";
-  const std::string log = d->dir_ + "/daemon.log";
+  RETURN_IF_ERROR(d->Launch(ready_timeout));
+  return d;
+}
+
+absl::Status DaemonProcess::Launch(absl::Duration ready_timeout) {
+  const std::string ready = dir_ + "/ready.json";
+  const std::string log = dir_ + "/daemon.log";
+  std::remove(ready.c_str());
   const std::string binary = DaemonBinary();
   pid_t pid = fork();
   if (pid < 0) {
     return absl::InternalError("fork failed");
   }
   if (pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
-    execl(binary.c_str(), binary.c_str(), "--config", d->config_path_.c_str(), "--ready-file",
+    execl(binary.c_str(), binary.c_str(), "--config", config_path_.c_str(), "--ready-file",
           ready.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  d->pid_ = pid;
+  pid_ = pid;
+  exited_ = false;
   const absl::Time deadline = absl::Now() + ready_timeout;
   while (absl::Now() < deadline) {
     const std::string json = ReadFile(ready);
     if (!json.empty()) {
-      d->grpc_address_ = JsonField(json, "grpc_address");
-      d->metrics_address_ = JsonField(json, "metrics_address");
-      return d;
+      grpc_address_ = JsonField(json, "grpc_address");
+      metrics_address_ = JsonField(json, "metrics_address");
+      return absl::OkStatus();
     }
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {
-      d->exited_ = true;
+      exited_ = true;
       return absl::FailedPreconditionError(
           absl::StrCat("entrowatchd exited with ", WEXITSTATUS(status), ": ", ReadFile(log)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return absl::DeadlineExceededError(absl::StrCat("entrowatchd not ready: ", ReadFile(log)));
+}
+
+void DaemonProcess::Kill() {
+  if (pid_ > 0 && !exited_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    exited_ = true;
+  }
+}
+
+absl::Status DaemonProcess::Restart(absl::Duration ready_timeout) {
+  if (!exited_) {
+    return absl::FailedPreconditionError("entrowatchd is still running");
+  }
+  return Launch(ready_timeout);
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
 }
 
 DaemonProcess::~DaemonProcess() {

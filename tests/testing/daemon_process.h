@@ -30,6 +30,11 @@ class DaemonProcess {
 
   // Sends a signal to the daemon.
   void Signal(int sig) const;
+  // SIGKILL and reap (a crash).
+  void Kill();
+  // Starts the daemon again with the same config and directory (after it
+  // exited or was killed).
+  absl::Status Restart(absl::Duration ready_timeout = absl::Seconds(20));
   // Waits for the process to exit; its exit status (WEXITSTATUS) or an error
   // on timeout.
   absl::StatusOr<int> Wait(absl::Duration timeout);
@@ -40,6 +45,7 @@ class DaemonProcess {
 
  private:
   DaemonProcess() = default;
+  absl::Status Launch(absl::Duration ready_timeout);
   std::string dir_;
   std::string config_path_;
   std::string grpc_address_;
@@ -47,6 +53,9 @@ class DaemonProcess {
   pid_t pid_ = -1;
   bool exited_ = false;
 };
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
 
 // Path of the entrowatchd binary (ENTROWATCHD environment variable, or the
 // build tree path compiled in).
