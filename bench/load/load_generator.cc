@@ -89,9 +89,15 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
     return mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
   }
 
-  // After WaitDone() returned true.
-  const StreamCounters& counters() const { return counters_; }
-  const grpc::Status& status() const { return status_; }
+  // Final once WaitDone() returned true.
+  StreamCounters counters() const {
+    absl::MutexLock lock(&mu_);
+    return counters_;
+  }
+  grpc::Status status() const {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
 
   void OnWriteDone(bool ok) override {
     {
@@ -218,7 +224,7 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
   grpc::ClientContext context_;
   grpc::ByteBuffer incoming_;  // one read at a time
   grpc::ByteBuffer outgoing_;  // one write at a time
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

@@ -64,8 +64,9 @@ struct LoadResult {
 };
 
 // Runs the load and returns its figures; Unavailable when the target cannot
-// be reached within connect_seconds. Blocks for at most warm-up + duration +
-// drain + a few seconds of cancellation.
+// be reached within connect_seconds, NotFound when server_pid is gone. Blocks
+// for at most duration + drain + a few seconds of cancellation, plus drain
+// again for a Submit burst.
 absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options);
 
 }  // namespace entrowatch::load
