@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "cli/args.h"
@@ -78,12 +80,65 @@ int RpcError(const grpc::Status& status, const std::string& addr, std::ostream& 
   return kExitError;
 }
 
-std::unique_ptr<v1::Monitor::Stub> NewStub(const std::string& addr) {
-  return v1::Monitor::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+// How to reach the daemon, from the global --token-file / --tls-* flags.
+struct Security {
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  std::string token;
+};
+
+Security& ConnectionSecurity() {
+  static Security* security = new Security();
+  return *security;
 }
 
+absl::StatusOr<std::string> ReadFileText(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read '", path, "'"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Builds the connection security from the global flags' values.
+absl::Status ConfigureSecurity(const std::map<std::string, std::string>& flags) {
+  Security& security = ConnectionSecurity();
+  auto get = [&](const std::string& name) {
+    auto it = flags.find(name);
+    return it == flags.end() ? std::string() : it->second;
+  };
+  if (!get("token-file").empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadFileText(get("token-file"), "--token-file"));
+    security.token = std::string(absl::StripAsciiWhitespace(token.substr(0, token.find('\n'))));
+  }
+  if (!get("tls-ca").empty() || !get("tls-cert").empty()) {
+    if (get("tls-cert").empty() != get("tls-key").empty()) {
+      return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+    }
+    grpc::SslCredentialsOptions tls;
+    if (!get("tls-ca").empty()) {
+      ASSIGN_OR_RETURN(tls.pem_root_certs, ReadFileText(get("tls-ca"), "--tls-ca"));
+    }
+    if (!get("tls-cert").empty()) {
+      ASSIGN_OR_RETURN(tls.pem_cert_chain, ReadFileText(get("tls-cert"), "--tls-cert"));
+      ASSIGN_OR_RETURN(tls.pem_private_key, ReadFileText(get("tls-key"), "--tls-key"));
+    }
+    security.credentials = grpc::SslCredentials(tls);
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<v1::Monitor::Stub> NewStub(const std::string& addr) {
+  return v1::Monitor::NewStub(grpc::CreateChannel(addr, ConnectionSecurity().credentials));
+}
+
+// Deadline and, with --token-file, the bearer token.
 void SetDeadline(grpc::ClientContext* context, double seconds) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(seconds)));
+  if (!ConnectionSecurity().token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + ConnectionSecurity().token);
+  }
 }
 
 // ---- status / runs ----------------------------------------------------------
@@ -206,6 +261,8 @@ class ReportStreamer {
   bool Connect() {
     client::StreamClientOptions options;
     options.target = settings_.addr;
+    options.credentials = ConnectionSecurity().credentials;
+    options.bearer_token = ConnectionSecurity().token;
     options.initial_backoff = absl::Milliseconds(50);
     options.max_backoff = absl::Seconds(2);
     options.on_ack = [this](const v1::Report& report, const v1::Ack& ack) { OnAck(report, ack); };
@@ -709,6 +766,10 @@ std::string TopLevelHelp() {
                   "$ENTROWATCH_ADDR or ",
                   kDefaultAddress,
                   ")\n"
+                  "  --token-file FILE  bearer token (first line of FILE) for every call\n"
+                  "  --tls-ca FILE      connect with TLS, trusting this CA (PEM)\n"
+                  "  --tls-cert FILE    client certificate for mutual TLS (with --tls-key)\n"
+                  "  --tls-key FILE     client private key for mutual TLS\n"
                   "  --version    print the version\n"
                   "  --help       show this help\n\n"
                   "'entrowatch COMMAND --help' describes a command. Exit status: 0 ok, 1 the "
@@ -721,6 +782,7 @@ std::string TopLevelHelp() {
 int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   const char* env_addr = std::getenv("ENTROWATCH_ADDR");
   std::string addr = env_addr != nullptr && *env_addr != '\0' ? env_addr : kDefaultAddress;
+  std::map<std::string, std::string> security_flags;
   size_t i = 0;
   for (; i < args.size() && args[i].compare(0, 2, "--") == 0; ++i) {
     const std::string& word = args[i];
@@ -732,10 +794,18 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
       out << "entrowatch " << kVersion << "\n";
       return kExitOk;
     }
+    const size_t eq = word.find('=');
+    const std::string flag = word.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const bool security_flag =
+        flag == "token-file" || flag == "tls-ca" || flag == "tls-cert" || flag == "tls-key";
     if (word == "--addr" && i + 1 < args.size()) {
       addr = args[++i];
     } else if (word.compare(0, 7, "--addr=") == 0) {
       addr = word.substr(7);
+    } else if (security_flag && eq != std::string::npos) {
+      security_flags[flag] = word.substr(eq + 1);
+    } else if (security_flag && i + 1 < args.size()) {
+      security_flags[flag] = args[++i];
     } else {
       err << "entrowatch: unknown or incomplete global flag " << word << "\n"
           << "run 'entrowatch --help' for usage\n";
@@ -744,6 +814,10 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   }
   if (i == args.size()) {
     err << TopLevelHelp();
+    return kExitUsage;
+  }
+  if (absl::Status s = ConfigureSecurity(security_flags); !s.ok()) {
+    err << "entrowatch: " << s.message() << "\n";
     return kExitUsage;
   }
   std::string name = args[i];

@@ -201,6 +201,35 @@ TEST_F(SecurityTest, MutualTlsRefusesClientsWithoutAValidCertificate) {
             grpc::StatusCode::UNAVAILABLE);
 }
 
+TEST_F(SecurityTest, CliTakesTheSameCredentials) {
+  MakeCertificates(dir_);
+  Write("ops.token", "ops-secret\n");
+  auto daemon = DaemonProcess::Start(absl::StrCat(
+      "security:\n  tls: {cert_file: ", Path("server.pem"), ", key_file: ", Path("server.key"),
+      ", client_ca_file: ", Path("ca.pem"), "}\n  tokens:\n    - {name: ops, token_file: ",
+      Path("ops.token"), ", runs: [\"cli-*\"]}\n"));
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  Write("trace.jsonl",
+        "{\"runId\": \"cli-run\", \"step\": \"1\", \"seq\": \"1\", "
+        "\"tokenEntropies\": [{\"values\": [1.0], \"vocabSize\": 10}]}\n"
+        "{\"runId\": \"other-run\", \"step\": \"1\", \"seq\": \"1\"}\n");
+  const std::string cli = absl::StrCat(ENTROWATCH_CLI_PATH, " --addr ", (*daemon)->grpc_address(),
+                                       " --tls-ca ", Path("ca.pem"), " --tls-cert ",
+                                       Path("client.pem"), " --tls-key ", Path("client.key"));
+  CommandResult replay =
+      RunCommand(absl::StrCat(cli, " --token-file ", Path("ops.token"), " replay ",
+                              Path("trace.jsonl")));
+  EXPECT_EQ(replay.exit_code, 1) << replay.output;  // line 2 is another team's run
+  EXPECT_THAT(replay.output, HasSubstr("may not access run 'other-run'"));
+  CommandResult status =
+      RunCommand(absl::StrCat(cli, " --token-file ", Path("ops.token"), " status"));
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_THAT(status.output, HasSubstr("cli-run"));
+  CommandResult anonymous = RunCommand(absl::StrCat(cli, " status"));
+  EXPECT_EQ(anonymous.exit_code, 1);
+  EXPECT_THAT(anonymous.output, HasSubstr("UNAUTHENTICATED"));
+}
+
 TEST_F(SecurityTest, MetricsBasicAuth) {
   Write("metrics.auth", "prometheus:scrape-secret\n");
   auto daemon = DaemonProcess::Start(

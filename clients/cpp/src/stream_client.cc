@@ -203,6 +203,9 @@ void StreamClient::SenderLoop() {
 
 bool StreamClient::RunStream() {
   grpc::ClientContext context;
+  if (!options_.bearer_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + options_.bearer_token);
+  }
   {
     absl::MutexLock lock(&mu_);
     if (closing_) {

@@ -66,6 +66,8 @@ struct StreamClientOptions {
   int max_message_bytes = 64 << 20;
   // Channel credentials; null means plaintext (insecure) credentials.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Bearer token sent as `authorization: Bearer <token>` on the stream; "" = none.
+  std::string bearer_token;
   AckCallback on_ack;
 };
 
