@@ -66,10 +66,11 @@ class Stats:
 class _Stream:
     """One Monitor.Stream call: a request queue feeding the call, and its reader."""
 
-    def __init__(self, stub, on_ack, on_end):
+    def __init__(self, stub, on_ack, on_end, metadata=()):
         self._requests = queue.SimpleQueue()
         self.broken = False
-        self.call = stub.Stream(self._request_iter(), wait_for_ready=True)
+        self.call = stub.Stream(self._request_iter(), wait_for_ready=True,
+                                metadata=metadata or None)
         self.reader = threading.Thread(target=self._read, args=(on_ack, on_end),
                                        name="entrowatch-acks", daemon=True)
         self.reader.start()
@@ -101,8 +102,9 @@ class Sender:
     """Owns the queue, the unacknowledged window, the channel and both threads."""
 
     def __init__(self, address, encode, on_ack, *, max_queue_reports, max_queue_bytes,
-                 max_inflight, reconnect_max_s, warn):
+                 max_inflight, reconnect_max_s, warn, credentials=None, metadata=()):
         self._encode = encode
+        self.metadata = tuple(metadata)
         self._on_ack_cb = on_ack
         self._max_queue_reports = max_queue_reports
         self._max_queue_bytes = max_queue_bytes
@@ -112,13 +114,17 @@ class Sender:
         self.stats = Stats()
 
         max_ms = int(reconnect_max_s * 1000)
-        self._channel = grpc.insecure_channel(address, options=[
+        options = [
             ("grpc.max_send_message_length", -1),
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.initial_reconnect_backoff_ms", min(100, max_ms)),
             ("grpc.min_reconnect_backoff_ms", min(100, max_ms)),
             ("grpc.max_reconnect_backoff_ms", max_ms),
-        ])
+        ]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.secure_channel(address, credentials, options=options)
         self.stub = pb_grpc.MonitorStub(self._channel)
 
         self._cv = threading.Condition()
@@ -213,7 +219,7 @@ class Sender:
             old.half_close()
             old.call.cancel()
             self.stats.reconnects += 1
-        stream = _Stream(self.stub, self._on_ack, self._on_stream_end)
+        stream = _Stream(self.stub, self._on_ack, self._on_stream_end, self.metadata)
         with self._cv:
             self._stream = stream
             window = list(self._unacked.values())

@@ -7,6 +7,8 @@ import re
 import threading
 import time
 import weakref
+
+import grpc
 from typing import Callable, Optional, Tuple
 
 from entrowatch import _arrays
@@ -134,7 +136,10 @@ class Monitor:
                  phase: str = "train", rows: Optional[int] = 32,
                  max_queue_reports: int = 256, max_queue_bytes: int = 256 << 20,
                  max_inflight: int = 64, reconnect_max_s: float = 2.0,
-                 nonfinite: str = "drop", close_timeout_s: float = 10.0):
+                 nonfinite: str = "drop", close_timeout_s: float = 10.0,
+                 token: Optional[str] = None, token_file: Optional[str] = None,
+                 tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None):
         self.address = address or os.environ.get("ENTROWATCH_ADDRESS", DEFAULT_ADDRESS)
         run_id = run_id or os.environ.get("ENTROWATCH_RUN_ID")
         if not run_id:
@@ -172,10 +177,12 @@ class Monitor:
         self._callbacks = []
         self._callbacks_lock = threading.Lock()
 
+        credentials, metadata = _credentials(token, token_file, tls_ca, tls_cert, tls_key)
         self._sender = _sender.Sender(
             self.address, self._encode, self._on_ack, max_queue_reports=max_queue_reports,
             max_queue_bytes=max_queue_bytes, max_inflight=max_inflight,
-            reconnect_max_s=reconnect_max_s, warn=self._warn.warning)
+            reconnect_max_s=reconnect_max_s, warn=self._warn.warning,
+            credentials=credentials, metadata=metadata)
         self._atexit = _CloseAtExit(self)
 
     # ---- logging -------------------------------------------------------------
@@ -403,7 +410,8 @@ class Monitor:
         if finish:
             try:
                 self._sender.stub.EndRun(pb.EndRunRequest(run_id=self.run_id),
-                                         timeout=max(timeout, 1.0))
+                                         timeout=max(timeout, 1.0),
+                                         metadata=self._sender.metadata or None)
             except Exception as e:  # never raise into the trainer over monitoring
                 _sender.logger.warning("entrowatch: could not mark run %s finished: %s",
                                        self.run_id, e)
@@ -474,6 +482,32 @@ class Monitor:
                 callback(verdict)
             except Exception:
                 _sender.logger.exception("entrowatch: on_state callback failed")
+
+
+def _read_file(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read {path!r}: {e.strerror}") from None
+
+
+def _credentials(token, token_file, tls_ca, tls_cert, tls_key):
+    """Channel credentials (None: plaintext) and call metadata, as the CLI's flags."""
+    if token is not None and token_file is not None:
+        raise ValueError("give token or token_file, not both")
+    if token_file is not None:
+        token = _read_file(token_file, "token_file").decode().splitlines()[0].strip()
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert and tls_key go together")
+    credentials = None
+    if tls_ca is not None or tls_cert is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read_file(tls_ca, "tls_ca") if tls_ca else None,
+            private_key=_read_file(tls_key, "tls_key") if tls_key else None,
+            certificate_chain=_read_file(tls_cert, "tls_cert") if tls_cert else None)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    return credentials, metadata
 
 
 class _CloseAtExit:
