@@ -1,12 +1,15 @@
 // libFuzzer target over the daemon's request path: bytes are decoded as a
 // Report, validated with the ingest limits, and a valid report's logits and
-// attention blocks are computed by the float64 reference engine the way
-// src/daemon/processor.cc does. Besides the sanitizers' findings it aborts
+// attention blocks are computed the way src/daemon/processor.cc does, by the
+// float64 reference engine and by the vectorized CPU engine (what the daemon
+// runs on a host without a GPU). Besides the sanitizers' findings it aborts
 // when a contract is broken:
 //   - a refused report gets InvalidArgument with a message naming the field;
-//   - a validated block meets the engine's preconditions (no InvalidArgument);
-//   - every finite row's statistics lie within their documented bounds.
+//   - a validated block meets each engine's preconditions (no InvalidArgument);
+//   - every row an engine reports as finite has statistics within their
+//     documented bounds (never NaN).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,8 +31,12 @@ namespace {
 using entrowatch::compute::EntropyEngine;
 using entrowatch::v1::Report;
 
-// Slack for float64 rounding at the bounds of the statistics.
-constexpr double kTolerance = 1e-9;
+struct EngineUnderTest {
+  EntropyEngine* engine;
+  // Relative slack at the bounds: float64 rounding for the reference,
+  // float32 accumulation for the vectorized engine.
+  double tolerance;
+};
 
 [[noreturn]] void Fail(absl::string_view what, const absl::Status& status) {
   std::fprintf(stderr, "report_fuzzer: %.*s: %s\n", static_cast<int>(what.size()), what.data(),
@@ -37,39 +44,53 @@ constexpr double kTolerance = 1e-9;
   std::abort();
 }
 
-[[noreturn]] void Fail(absl::string_view what) { Fail(what, absl::OkStatus()); }
-
-EntropyEngine* Engine() {
-  static EntropyEngine* engine = [] {
-    auto selection = entrowatch::compute::CreateEngine({.backend = "cpu-reference"});
-    if (!selection.ok()) {
-      Fail("cannot create the cpu-reference engine", selection.status());
-    }
-    return selection->engine.release();
-  }();
-  return engine;
+[[noreturn]] void Fail(const EngineUnderTest& e, absl::string_view what) {
+  std::fprintf(stderr, "report_fuzzer: %.*s engine: %.*s\n",
+               static_cast<int>(e.engine->name().size()), e.engine->name().data(),
+               static_cast<int>(what.size()), what.data());
+  std::abort();
 }
 
-bool Within(double v, double lo, double hi) { return v >= lo - kTolerance && v <= hi + kTolerance; }
+EntropyEngine* CreateEngine(const entrowatch::compute::EngineOptions& options) {
+  auto selection = entrowatch::compute::CreateEngine(options);
+  if (!selection.ok()) {
+    Fail("cannot create an engine", selection.status());
+  }
+  return selection->engine.release();
+}
 
-void CheckRows(const entrowatch::compute::LogitsInput& in,
+const std::vector<EngineUnderTest>& Engines() {
+  // One CPU thread: the fuzzer runs one input at a time.
+  static const std::vector<EngineUnderTest> engines = {
+      {CreateEngine({.backend = "cpu-reference"}), 1e-9},
+      {CreateEngine({.backend = "cpu", .threads = 1}), 1e-4},
+  };
+  return engines;
+}
+
+bool Within(double v, double lo, double hi, double slack) {
+  return v >= lo - slack && v <= hi + slack;
+}
+
+void CheckRows(const EngineUnderTest& e, const entrowatch::compute::LogitsInput& in,
                absl::Span<const entrowatch::compute::RowEntropy> rows) {
   const double max_h = std::log(static_cast<double>(in.valid_vocab));
+  const double slack = e.tolerance * std::max(1.0, max_h);
   for (const auto& row : rows) {
     if (row.status != entrowatch::compute::RowStatus::kOk) {
       continue;
     }
-    if (!Within(row.entropy, 0, max_h * (1 + kTolerance)) || !Within(row.normalized, 0, 1) ||
-        !Within(row.top1_prob, 0, 1) || row.top1_prob <= 0) {
-      Fail("row statistics outside [0, log V] / [0, 1]");
+    if (!Within(row.entropy, 0, max_h, slack) || !Within(row.normalized, 0, 1, e.tolerance) ||
+        !Within(row.top1_prob, 0, 1, e.tolerance) || !(row.top1_prob > 0)) {
+      Fail(e, "row statistics outside [0, log V] / [0, 1], or NaN");
     }
-    if (!in.target_ids.empty() && !(row.surprisal >= -kTolerance)) {
-      Fail("negative or NaN surprisal");
+    if (!in.target_ids.empty() && !(row.surprisal >= -slack)) {
+      Fail(e, "negative or NaN surprisal");
     }
     if (in.sampling() &&
-        (!Within(row.final_entropy, 0, max_h * (1 + kTolerance)) || row.effective_vocab < 1 ||
-         row.effective_vocab > in.valid_vocab || !Within(row.final_top1_prob, 0, 1))) {
-      Fail("sampling view outside its bounds");
+        (!Within(row.final_entropy, 0, max_h, slack) || row.effective_vocab < 1 ||
+         row.effective_vocab > in.valid_vocab || !Within(row.final_top1_prob, 0, 1, e.tolerance))) {
+      Fail(e, "sampling view outside its bounds, or NaN");
     }
   }
 }
@@ -86,13 +107,15 @@ void ComputeLogits(const entrowatch::v1::LogitsBlock& block) {
   in.target_ids = absl::MakeConstSpan(block.target_ids().data(), block.target_ids_size());
   in.top_k = block.sampling().top_k();
   in.top_p = block.sampling().top_p() == 0 ? 1.0f : block.sampling().top_p();
-  std::vector<entrowatch::compute::RowEntropy> rows(static_cast<size_t>(in.logits.rows));
-  const absl::Status status = Engine()->TokenEntropy(in, absl::MakeSpan(rows));
-  if (absl::IsInvalidArgument(status)) {
-    Fail("validated logits block refused by the engine", status);
-  }
-  if (status.ok()) {
-    CheckRows(in, rows);
+  for (const EngineUnderTest& e : Engines()) {
+    std::vector<entrowatch::compute::RowEntropy> rows(static_cast<size_t>(in.logits.rows));
+    const absl::Status status = e.engine->TokenEntropy(in, absl::MakeSpan(rows));
+    if (absl::IsInvalidArgument(status)) {
+      Fail("validated logits block refused by an engine", status);
+    }
+    if (status.ok()) {
+      CheckRows(e, in, rows);
+    }
   }
 }
 
@@ -124,25 +147,27 @@ void ComputeAttention(const entrowatch::v1::AttentionBlock& block) {
   in.nk = static_cast<int64_t>(block.k().shape(1));
   in.causal = block.causal();
   in.scale = block.scale();
-  entrowatch::compute::AttentionOutput out;
-  const absl::Status status = Engine()->AttentionEntropy(in, &out);
-  if (absl::IsInvalidArgument(status)) {
-    Fail("validated attention block refused by the engine", status);
-  }
-  if (!status.ok()) {
-    return;
-  }
   const size_t expected = static_cast<size_t>(in.heads * in.nq);
-  if (out.shannon.size() != expected || out.renyi2.size() != expected) {
-    Fail("attention output has the wrong size");
-  }
   const double max_h = std::log(static_cast<double>(in.nk));
-  // The engine returns float: allow its rounding at the bounds.
-  const double slack = 1e-5 * std::max(1.0, max_h);
-  for (size_t i = 0; i < expected; ++i) {
-    if (!(out.shannon[i] >= -slack && out.shannon[i] <= max_h + slack) ||
-        !(out.renyi2[i] >= -slack && out.renyi2[i] <= out.shannon[i] + slack)) {
-      Fail("attention entropy outside [0, log nk] or Renyi-2 above Shannon");
+  for (const EngineUnderTest& e : Engines()) {
+    entrowatch::compute::AttentionOutput out;
+    const absl::Status status = e.engine->AttentionEntropy(in, &out);
+    if (absl::IsInvalidArgument(status)) {
+      Fail("validated attention block refused by an engine", status);
+    }
+    if (!status.ok()) {
+      continue;
+    }
+    if (out.shannon.size() != expected || out.renyi2.size() != expected) {
+      Fail(e, "attention output has the wrong size");
+    }
+    // Both engines return float: allow its rounding at the bounds.
+    const double slack = std::max(1e-5, e.tolerance) * std::max(1.0, max_h);
+    for (size_t i = 0; i < expected; ++i) {
+      if (!Within(out.shannon[i], 0, max_h, slack) ||
+          !Within(out.renyi2[i], 0, out.shannon[i], slack)) {
+        Fail(e, "attention entropy outside [0, log nk], Renyi-2 above Shannon, or NaN");
+      }
     }
   }
 }
