@@ -38,6 +38,19 @@ EW_HD T NegativeInfinity() {
   return static_cast<T>(-INFINITY);
 }
 
+// Floor for exp2 arguments: 2^floor is exactly 0 in T, and clamping keeps
+// t finite, so a vanished term adds 0 * floor = 0 instead of 0 * -inf = NaN
+// (a row spanning more than FLT_MAX / scale2, or a tiny temperature).
+template <typename T>
+EW_HD T Exp2ArgFloor() {
+  return sizeof(T) == sizeof(float) ? static_cast<T>(-200) : static_cast<T>(-2000);
+}
+
+template <typename T>
+EW_HD T ClampExp2Arg(T t) {
+  return t < Exp2ArgFloor<T>() ? Exp2ArgFloor<T>() : t;
+}
+
 // scale2 for a temperature's beta = 1 / temperature.
 template <typename T>
 EW_HD T Log2Scale(T beta) {
@@ -77,7 +90,7 @@ struct EntropyAccumulator {
 template <typename T>
 EW_HD void Rescale(EntropyAccumulator<T>& acc, T m_new, T scale2) {
   if (acc.d != 0) {
-    const T shift = scale2 * (acc.m - m_new);  // <= 0
+    const T shift = ClampExp2Arg(scale2 * (acc.m - m_new));  // <= 0
     const T s = MathExp2(shift);
     acc.u = s * (acc.u + acc.d * shift);
     acc.d = acc.d * s;
@@ -96,7 +109,7 @@ EW_HD void AccumulateOne(EntropyAccumulator<T>& acc, T z, T scale2) {
     Rescale(acc, z, scale2);
     acc.d += T(1);
   } else {
-    const T t = scale2 * (z - acc.m);
+    const T t = ClampExp2Arg(scale2 * (z - acc.m));
     const T e = MathExp2(t);
     acc.d += e;
     acc.u += e * t;
@@ -120,7 +133,7 @@ EW_HD void AccumulateTile(EntropyAccumulator<T>& acc, const T* z, int n, T scale
   }
   for (int i = 0; i < n; ++i) {
     if (z[i] != NegativeInfinity<T>()) {
-      const T t = scale2 * (z[i] - acc.m);
+      const T t = ClampExp2Arg(scale2 * (z[i] - acc.m));
       const T e = MathExp2(t);
       acc.d += e;
       acc.u += e * t;
@@ -141,8 +154,8 @@ EW_HD EntropyAccumulator<T> Merge(const EntropyAccumulator<T>& a, const EntropyA
   }
   EntropyAccumulator<T> out;
   out.m = a.m > b.m ? a.m : b.m;
-  const T shift_a = scale2 * (a.m - out.m);
-  const T shift_b = scale2 * (b.m - out.m);
+  const T shift_a = ClampExp2Arg(scale2 * (a.m - out.m));
+  const T shift_b = ClampExp2Arg(scale2 * (b.m - out.m));
   const T sa = MathExp2(shift_a);
   const T sb = MathExp2(shift_b);
   out.d = a.d * sa + b.d * sb;
