@@ -1,8 +1,10 @@
 #include "compute/input_checks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
 namespace entrowatch::compute {
@@ -73,6 +75,43 @@ absl::Status CheckAttentionInput(const AttentionInput& in) {
 
 float EffectiveScale(const AttentionInput& in) {
   return in.scale == 0 ? 1.0f / std::sqrt(static_cast<float>(in.head_dim)) : in.scale;
+}
+
+namespace {
+
+// Largest |value| of a tensor, or an error naming the first non-finite one.
+absl::StatusOr<double> MaxAbs(common::DType dtype, const void* data, int64_t n,
+                              absl::string_view name) {
+  double max_abs = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = common::LoadAsFloat(dtype, data, i);
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": element ", i, " is NaN or infinite"));
+    }
+    max_abs = std::max(max_abs, static_cast<double>(std::fabs(v)));
+  }
+  return max_abs;
+}
+
+}  // namespace
+
+absl::Status CheckAttentionValues(const AttentionInput& in) {
+  absl::StatusOr<double> q = MaxAbs(in.dtype, in.q, in.heads * in.nq * in.head_dim, "q");
+  if (!q.ok()) {
+    return q.status();
+  }
+  absl::StatusOr<double> k = MaxAbs(in.dtype, in.k, in.kv_heads * in.nk * in.head_dim, "k");
+  if (!k.ok()) {
+    return k.status();
+  }
+  const double bound = *q * *k * static_cast<double>(in.head_dim) * EffectiveScale(in);
+  if (bound > 1e30) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "q and k: scores could reach ", bound, " (max|q| ", *q, ", max|k| ", *k,
+        "): beyond the 1e30 that float arithmetic handles safely"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace entrowatch::compute

@@ -20,6 +20,12 @@ absl::Status CheckLogitsInput(const LogitsInput& in, size_t out_rows);
 // data, finite scale).
 absl::Status CheckAttentionInput(const AttentionInput& in);
 
+// Reads q and k: InvalidArgument naming the tensor and element when a value
+// is NaN or infinite, or when the scores could overflow float arithmetic
+// (max|q| * max|k| * head_dim * scale beyond 1e30; real attention logits are
+// many orders of magnitude smaller). Callers run it before AttentionEntropy.
+absl::Status CheckAttentionValues(const AttentionInput& in);
+
 // Scale to apply to q . k: in.scale, or 1/sqrt(head_dim) when it is 0.
 float EffectiveScale(const AttentionInput& in);
 

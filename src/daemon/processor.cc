@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/tensor_view.h"
+#include "compute/input_checks.h"
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -26,18 +27,6 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 // Shape of a validated 2-D / 3-D tensor.
 int64_t Dim(const entrowatch::v1::Tensor& t, int i) { return static_cast<int64_t>(t.shape(i)); }
-
-absl::Status CheckFinite(const entrowatch::v1::Tensor& t, const std::string& field) {
-  const common::DType dtype = *common::DTypeFromProto(t.dtype());
-  const int64_t n = static_cast<int64_t>(t.data().size() / common::DTypeSize(dtype));
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(common::LoadAsFloat(dtype, t.data().data(), i))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": element ", i, " is NaN or infinite"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -156,8 +145,6 @@ absl::Status ReportProcessor::Compute(const Report& report,
   for (int b = 0; b < report.attention_size(); ++b) {
     const auto& block = report.attention(b);
     const std::string field = absl::StrCat("attention[", b, "]");
-    RETURN_IF_ERROR(CheckFinite(block.q(), field + ".q"));
-    RETURN_IF_ERROR(CheckFinite(block.k(), field + ".k"));
     compute::AttentionInput in;
     in.dtype = *common::DTypeFromProto(block.q().dtype());
     in.q = block.q().data().data();
@@ -169,6 +156,9 @@ absl::Status ReportProcessor::Compute(const Report& report,
     in.nk = Dim(block.k(), 1);
     in.causal = block.causal();
     in.scale = block.scale();
+    if (absl::Status values = compute::CheckAttentionValues(in); !values.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".", values.message()));
+    }
     compute::AttentionOutput result;
     const auto start = std::chrono::steady_clock::now();
     absl::Status status = engine_->AttentionEntropy(in, &result);

@@ -118,6 +118,28 @@ TEST_P(EngineConformanceTest, ClosedForms) {
   EXPECT_NEAR(out[3].top1_prob, 1.0, 1e-9);
 }
 
+// Rows whose span overflows float32 once scaled (found by fuzzing): the
+// vanished terms must add 0, not 0 * -inf = NaN.
+TEST_P(EngineConformanceTest, ExtremeSpansStayFinite) {
+  TestMatrix m(DType::kFloat32, 2, 2);
+  m.Set(0, 0, 3e38f);
+  m.Set(0, 1, -3e38f);
+  m.Set(1, 0, 1e35f);
+  m.Set(1, 1, 0.0f);
+  for (float temperature : {1.0f, 1e-8f}) {
+    LogitsInput in;
+    in.logits = m.view();
+    in.valid_vocab = 2;
+    in.temperature = temperature;
+    const std::vector<RowEntropy> out = Run(in);
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_EQ(out[r].status, RowStatus::kOk);
+      EXPECT_EQ(out[r].entropy, 0.0) << "row " << r << " T " << temperature;
+      EXPECT_NEAR(out[r].top1_prob, 1.0, 1e-9) << "row " << r << " T " << temperature;
+    }
+  }
+}
+
 TEST_P(EngineConformanceTest, UniformRowsGiveLogV) {
   for (int64_t vocab : {1, 2, 3, 17, 1000, 50257}) {
     TestMatrix m(DType::kBFloat16, 2, vocab);

@@ -315,6 +315,25 @@ TEST_F(DaemonTest, NonFiniteLogitsAreRejectedNamingTheRow) {
   EXPECT_EQ(run->reports_accepted(), 1u);
 }
 
+TEST_F(DaemonTest, AttentionWithNonFiniteOrOverflowingValuesIsRejected) {
+  StartDaemon();
+  v1::Ack ack;
+  v1::Report r = ValidBaseReport("attention-values");
+  r.mutable_attention(0)->mutable_q()->mutable_data()->replace(
+      8, 4, std::string("\x00\x00\xc0\x7f", 4));  // element 2 = NaN
+  grpc::Status s = Submit(*stub_, r, &ack);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("attention[0].q: element 2 is NaN or infinite"));
+  r = ValidBaseReport("attention-values");
+  SetTensor(r.mutable_attention(0)->mutable_q(), v1::FLOAT32, {2, 2, 4},
+            std::vector<float>(16, 3e37f));
+  s = Submit(*stub_, r, &ack);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("scores could reach"));
+  r = ValidBaseReport("attention-values");
+  ASSERT_TRUE(Submit(*stub_, r, &ack).ok());
+}
+
 TEST_F(DaemonTest, NonFiniteRowsCanBeSkippedAndCounted) {
   StartDaemon("ingest: {skip_nonfinite_rows: true}\n");
   v1::Report r = MakeReport("skip", 1, 1);

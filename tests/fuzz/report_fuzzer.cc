@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,6 +25,7 @@
 #include "compute/engine_factory.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "google/protobuf/stubs/logging.h"
+#include "compute/input_checks.h"
 #include "ingest/validate.h"
 
 namespace {
@@ -51,12 +53,16 @@ struct EngineUnderTest {
   std::abort();
 }
 
+// Engines live until exit, when their destructors stop their threads (a
+// released engine would be reported as a leak).
 EntropyEngine* CreateEngine(const entrowatch::compute::EngineOptions& options) {
+  static std::vector<std::unique_ptr<EntropyEngine>> owners;
   auto selection = entrowatch::compute::CreateEngine(options);
   if (!selection.ok()) {
     Fail("cannot create an engine", selection.status());
   }
-  return selection->engine.release();
+  owners.push_back(std::move(selection->engine));
+  return owners.back().get();
 }
 
 const std::vector<EngineUnderTest>& Engines() {
@@ -119,23 +125,9 @@ void ComputeLogits(const entrowatch::v1::LogitsBlock& block) {
   }
 }
 
-bool AllFinite(const entrowatch::v1::Tensor& t) {
-  const auto dtype = *entrowatch::common::DTypeFromProto(t.dtype());
-  const int64_t n = static_cast<int64_t>(t.data().size() / entrowatch::common::DTypeSize(dtype));
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(entrowatch::common::LoadAsFloat(dtype, t.data().data(), i))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // As ReportProcessor::Compute reads a validated attention block (the daemon
-// refuses non-finite Q/K before computing).
+// refuses non-finite Q/K, or Q/K whose scores could overflow, before computing).
 void ComputeAttention(const entrowatch::v1::AttentionBlock& block) {
-  if (!AllFinite(block.q()) || !AllFinite(block.k())) {
-    return;
-  }
   entrowatch::compute::AttentionInput in;
   in.dtype = *entrowatch::common::DTypeFromProto(block.q().dtype());
   in.q = block.q().data().data();
@@ -147,6 +139,13 @@ void ComputeAttention(const entrowatch::v1::AttentionBlock& block) {
   in.nk = static_cast<int64_t>(block.k().shape(1));
   in.causal = block.causal();
   in.scale = block.scale();
+  const absl::Status values = entrowatch::compute::CheckAttentionValues(in);
+  if (!values.ok()) {
+    if (!absl::IsInvalidArgument(values)) {
+      Fail("attention values check", values);
+    }
+    return;
+  }
   const size_t expected = static_cast<size_t>(in.heads * in.nq);
   const double max_h = std::log(static_cast<double>(in.nk));
   for (const EngineUnderTest& e : Engines()) {
