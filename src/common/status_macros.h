@@ -13,10 +13,10 @@
 #define EW_STATUS_CONCAT_INNER_(a, b) a##b
 #define EW_STATUS_CONCAT_(a, b) EW_STATUS_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status ew_status_ = (expr);        \
-    if (!ew_status_.ok()) return ew_status_;   \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status ew_status_ = (expr);      \
+    if (!ew_status_.ok()) return ew_status_; \
   } while (0)
 
 #define EW_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \

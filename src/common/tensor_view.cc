@@ -1,9 +1,9 @@
-#include "absl/strings/string_view.h"
 #include "common/tensor_view.h"
 
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/half.h"
 
 namespace entrowatch::common {
@@ -40,8 +40,8 @@ absl::StatusOr<DType> DTypeFromProto(entrowatch::v1::DType dtype) {
     case entrowatch::v1::BFLOAT16:
       return DType::kBFloat16;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown dtype ", static_cast<int>(dtype), " (expected FLOAT32, FLOAT16 or BFLOAT16)"));
+      return absl::InvalidArgumentError(absl::StrCat("unknown dtype ", static_cast<int>(dtype),
+                                                     " (expected FLOAT32, FLOAT16 or BFLOAT16)"));
   }
 }
 

@@ -2,9 +2,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 
 namespace entrowatch::common {

@@ -86,8 +86,7 @@ absl::StatusOr<double> MaxAbs(common::DType dtype, const void* data, int64_t n,
   for (int64_t i = 0; i < n; ++i) {
     const float v = common::LoadAsFloat(dtype, data, i);
     if (!std::isfinite(v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": element ", i, " is NaN or infinite"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": element ", i, " is NaN or infinite"));
     }
     max_abs = std::max(max_abs, static_cast<double>(std::fabs(v)));
   }
@@ -107,9 +106,9 @@ absl::Status CheckAttentionValues(const AttentionInput& in) {
   }
   const double bound = *q * *k * static_cast<double>(in.head_dim) * EffectiveScale(in);
   if (bound > 1e30) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "q and k: scores could reach ", bound, " (max|q| ", *q, ", max|k| ", *k,
-        "): beyond the 1e30 that float arithmetic handles safely"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("q and k: scores could reach ", bound, " (max|q| ", *q, ", max|k| ", *k,
+                     "): beyond the 1e30 that float arithmetic handles safely"));
   }
   return absl::OkStatus();
 }

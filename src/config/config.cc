@@ -1,11 +1,11 @@
-#include "absl/strings/string_view.h"
 #include "config/config.h"
 
 #include <fstream>
 #include <sstream>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 
 namespace entrowatch::config {
@@ -16,8 +16,8 @@ absl::Status CheckListen(YamlMap& m, const std::string& value) {
   int port = -1;
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(value.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return m.Error("listen", absl::StrCat("expected host:port with a port in 0..65535, got '",
-                                          value, "'"));
+    return m.Error("listen",
+                   absl::StrCat("expected host:port with a port in 0..65535, got '", value, "'"));
   }
   return absl::OkStatus();
 }
@@ -64,8 +64,8 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     RETURN_IF_ERROR(CheckRange<int64_t>(m, "queue_max_bytes", c->ingest.queue_max_bytes, 1 << 20,
                                         int64_t{1} << 40));
     RETURN_IF_ERROR(m.Get("max_rows_per_report", &c->ingest.max_rows_per_report));
-    RETURN_IF_ERROR(CheckRange<int64_t>(m, "max_rows_per_report", c->ingest.max_rows_per_report,
-                                        1, int64_t{1} << 30));
+    RETURN_IF_ERROR(CheckRange<int64_t>(m, "max_rows_per_report", c->ingest.max_rows_per_report, 1,
+                                        int64_t{1} << 30));
     RETURN_IF_ERROR(m.Get("max_elements_per_report", &c->ingest.max_elements_per_report));
     RETURN_IF_ERROR(CheckRange<int64_t>(m, "max_elements_per_report",
                                         c->ingest.max_elements_per_report, 1, int64_t{1} << 40));
@@ -86,13 +86,12 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
   }));
   RETURN_IF_ERROR(root.Child("aggregation", [&](YamlMap& m) {
     RETURN_IF_ERROR(m.Get("step_timeout_seconds", &c->aggregation.step_timeout_seconds));
-    RETURN_IF_ERROR(CheckRange(m, "step_timeout_seconds", c->aggregation.step_timeout_seconds,
-                               0.001, 86400.0));
+    RETURN_IF_ERROR(
+        CheckRange(m, "step_timeout_seconds", c->aggregation.step_timeout_seconds, 0.001, 86400.0));
     RETURN_IF_ERROR(m.Get("history_steps", &c->aggregation.history_steps));
     RETURN_IF_ERROR(CheckRange(m, "history_steps", c->aggregation.history_steps, 1, 1 << 20));
     RETURN_IF_ERROR(m.Get("high_entropy_threshold", &c->aggregation.high_entropy_threshold));
-    return CheckRange(m, "high_entropy_threshold", c->aggregation.high_entropy_threshold, 0.0,
-                      1.0);
+    return CheckRange(m, "high_entropy_threshold", c->aggregation.high_entropy_threshold, 0.0, 1.0);
   }));
   RETURN_IF_ERROR(root.Child("runs", [&](YamlMap& m) {
     RETURN_IF_ERROR(m.Get("max_runs", &c->runs.max_runs));
@@ -107,8 +106,8 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     RETURN_IF_ERROR(m.Get("level", &c->log.level));
     const std::string& l = c->log.level;
     if (l != "trace" && l != "debug" && l != "info" && l != "warn" && l != "error") {
-      return m.Error("level", absl::StrCat("expected trace, debug, info, warn or error, got '",
-                                           l, "'"));
+      return m.Error("level",
+                     absl::StrCat("expected trace, debug, info, warn or error, got '", l, "'"));
     }
     RETURN_IF_ERROR(m.Get("format", &c->log.format));
     if (c->log.format != "text" && c->log.format != "json") {
@@ -173,9 +172,8 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     }
     return absl::OkStatus();
   }));
-  RETURN_IF_ERROR(root.Child("analysis", [&](YamlMap& m) {
-    return ParseAnalysisConfig(m, &c->analysis);
-  }));
+  RETURN_IF_ERROR(
+      root.Child("analysis", [&](YamlMap& m) { return ParseAnalysisConfig(m, &c->analysis); }));
   return root.CheckNoUnknownKeys();
 }
 
@@ -186,8 +184,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   try {
     doc = YAML::Load(std::string(yaml));
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML (line ",
-                                                   e.mark.line + 1, "): ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": not valid YAML (line ", e.mark.line + 1, "): ", e.msg));
   }
   Config config;
   if (doc.IsNull() || !doc.IsDefined()) {

@@ -6,10 +6,10 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "config/analysis_config.h"
 #include "export/alertmanager/alertmanager_options.h"
 
@@ -27,10 +27,10 @@ struct MetricsConfig {
 };
 
 struct IngestConfig {
-  int workers = 2;                          // compute + aggregation threads
-  int64_t queue_max_reports = 1024;         // queued, not yet processed
-  int64_t queue_max_bytes = 512ll << 20;    // payload bytes queued
-  int64_t max_rows_per_report = 65536;      // logits rows over all blocks
+  int workers = 2;                              // compute + aggregation threads
+  int64_t queue_max_reports = 1024;             // queued, not yet processed
+  int64_t queue_max_bytes = 512ll << 20;        // payload bytes queued
+  int64_t max_rows_per_report = 65536;          // logits rows over all blocks
   int64_t max_elements_per_report = 1ll << 30;  // logits + attention elements
   // false: a logits row with NaN/+Inf rejects the report (INVALID_ARGUMENT);
   // true: such rows are skipped and counted, the rest is accepted.
@@ -50,15 +50,15 @@ struct AggregationConfig {
 };
 
 struct RunsConfig {
-  int max_runs = 256;                   // runs tracked at once; more are refused
-  double idle_expiry_seconds = 3600;    // forget runs idle this long (and their series)
-  int64_t dedup_window = 65536;         // recent seqs remembered per (run, rank)
+  int max_runs = 256;                 // runs tracked at once; more are refused
+  double idle_expiry_seconds = 3600;  // forget runs idle this long (and their series)
+  int64_t dedup_window = 65536;       // recent seqs remembered per (run, rank)
 };
 
 struct TokenConfig {
-  std::string name;                // shown in logs instead of the secret
-  std::string token_file;          // file whose first line is the bearer token
-  std::vector<std::string> runs;   // run-id globs this token may write and read
+  std::string name;               // shown in logs instead of the secret
+  std::string token_file;         // file whose first line is the bearer token
+  std::vector<std::string> runs;  // run-id globs this token may write and read
 };
 
 struct SecurityConfig {

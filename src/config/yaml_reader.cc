@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "config/yaml_reader.h"
 
 #include <cmath>
@@ -6,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 
 namespace entrowatch::config {
 namespace {
@@ -153,8 +153,8 @@ absl::Status YamlMap::Child(absl::string_view key,
   return child.CheckNoUnknownKeys();
 }
 
-absl::Status YamlMap::ChildList(
-    absl::string_view key, const std::function<absl::Status(YamlMap&, size_t index)>& fn) {
+absl::Status YamlMap::ChildList(absl::string_view key,
+                                const std::function<absl::Status(YamlMap&, size_t index)>& fn) {
   YAML::Node n = Find(key);
   if (!n.IsDefined() || n.IsNull()) {
     return absl::OkStatus();
@@ -201,7 +201,8 @@ absl::Status YamlMap::CheckNoUnknownKeys() const {
       std::vector<std::string> known(asked_.begin(), asked_.end());
       return absl::InvalidArgumentError(absl::StrCat(
           "config: unknown key '", Join(path_, key), "' (line ", kv.first.Mark().line + 1, ")",
-          known.empty() ? std::string() : absl::StrCat("; known here: ", absl::StrJoin(known, ", "))));
+          known.empty() ? std::string()
+                        : absl::StrCat("; known here: ", absl::StrJoin(known, ", "))));
     }
   }
   return absl::OkStatus();

@@ -32,8 +32,8 @@ absl::StatusOr<std::shared_ptr<const ingest::Authorizer>> LoadAuthorizer(
   for (const config::TokenConfig& t : security.tokens) {
     auto secret = ingest::ReadSecretFile(t.token_file);
     if (!secret.ok()) {
-      return absl::Status(secret.status().code(),
-                          absl::StrCat("security.tokens '", t.name, "': ", secret.status().message()));
+      return absl::Status(secret.status().code(), absl::StrCat("security.tokens '", t.name,
+                                                               "': ", secret.status().message()));
     }
     grants.push_back({t.name, *std::move(secret), t.runs});
   }
@@ -63,8 +63,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
   if (!security.tls_client_ca_file.empty()) {
     ASSIGN_OR_RETURN(options.pem_root_certs,
                      ReadPem(security.tls_client_ca_file, "client_ca_file"));
-    options.client_certificate_request =
-        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(options);
 }
@@ -133,9 +132,8 @@ absl::Status Daemon::Start() {
   }
   metrics_address_ = absl::StrCat(HostOf(config_.metrics.listen), ":", metrics_->port());
 
-  queue_ = std::make_unique<ingest::WorkQueue>(config_.ingest.workers,
-                                               config_.ingest.queue_max_reports,
-                                               config_.ingest.queue_max_bytes);
+  queue_ = std::make_unique<ingest::WorkQueue>(
+      config_.ingest.workers, config_.ingest.queue_max_reports, config_.ingest.queue_max_bytes);
   if (!config_.state_dir.empty()) {
     auto store = store::DurableStore::Open(config_.state_dir);
     if (!store.ok()) {
@@ -154,11 +152,9 @@ absl::Status Daemon::Start() {
       return s;
     }
     processor_->set_health_listener(
-        [pusher = pusher_.get()](const std::string& run,
-                                 const std::vector<entrowatch::v1::Anomaly>& active,
-                                 const entrowatch::v1::Verdict& verdict) {
-          pusher->Update(run, active, verdict);
-        });
+        [pusher = pusher_.get()](
+            const std::string& run, const std::vector<entrowatch::v1::Anomaly>& active,
+            const entrowatch::v1::Verdict& verdict) { pusher->Update(run, active, verdict); });
     spdlog::info("pushing alerts to Alertmanager at {}", config_.alertmanager.url);
   }
   service_ = std::make_unique<ingest::MonitorService>(LimitsOf(config_), queue_.get(),

@@ -33,8 +33,7 @@ bool WriteReadyFile(const std::string& path, const entrowatch::daemon::Daemon& d
     std::ofstream out(tmp, std::ios::trunc);
     out << absl::StrCat(R"({"grpc_address": ")", daemon.grpc_address(),
                         R"(", "metrics_address": ")", daemon.metrics_address(),
-                        R"(", "backend": ")", daemon.backend(), R"(", "pid": )", getpid(),
-                        "}\n");
+                        R"(", "backend": ")", daemon.backend(), R"(", "pid": )", getpid(), "}\n");
     if (!out) {
       return false;
     }

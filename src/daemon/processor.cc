@@ -294,7 +294,7 @@ Ack ReportProcessor::Process(const Report& report) {
 }
 
 std::shared_ptr<store::DurableStore::Pending> ReportProcessor::Save(store::RunState& run,
-                                                                   store::WriteBatch batch) {
+                                                                    store::WriteBatch batch) {
   batch.run_id = run.id;
   batch.world_size = run.world_size;
   batch.finished = run.finished;

@@ -47,7 +47,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   // finalized, with its active anomalies and verdict. Set before Start.
   using HealthListener =
       std::function<void(const std::string& run, const std::vector<entrowatch::v1::Anomaly>&,
-                          const entrowatch::v1::Verdict&)>;
+                         const entrowatch::v1::Verdict&)>;
   void set_health_listener(HealthListener listener) { health_listener_ = std::move(listener); }
 
   // Applies the run-time changeable parts of a new config (SIGHUP).
@@ -84,8 +84,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   void Finish(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   // Queues the run's unsaved steps (and the report, if any) for the store.
-  std::shared_ptr<store::DurableStore::Pending> Save(store::RunState& run,
-                                                    store::WriteBatch batch)
+  std::shared_ptr<store::DurableStore::Pending> Save(store::RunState& run, store::WriteBatch batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   // Waits for a queued save; a failure is logged and counted.
   absl::Status AwaitSave(const std::shared_ptr<store::DurableStore::Pending>& pending);

@@ -102,15 +102,13 @@ prometheus::Family<prometheus::Histogram>* HistogramFamily(absl::string_view nam
   return &Register(prometheus::BuildHistogram(), name, r);
 }
 
-constexpr HealthState kStates[] = {entrowatch::v1::WARMUP,
-                                   entrowatch::v1::NORMAL,
-                                   entrowatch::v1::COMFORT_ZONE,
-                                   entrowatch::v1::PANIC_ZONE,
-                                   entrowatch::v1::STAGNATION,
-                                   entrowatch::v1::PATHOLOGICAL_CONFIDENCE};
+constexpr HealthState kStates[] = {
+    entrowatch::v1::WARMUP,       entrowatch::v1::NORMAL,
+    entrowatch::v1::COMFORT_ZONE, entrowatch::v1::PANIC_ZONE,
+    entrowatch::v1::STAGNATION,   entrowatch::v1::PATHOLOGICAL_CONFIDENCE};
 
-const prometheus::Histogram::BucketBoundaries kComputeBuckets = {
-    1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1, 3};
+const prometheus::Histogram::BucketBoundaries kComputeBuckets = {1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3,
+                                                                 0.01, 0.03, 0.1,  0.3,  1,    3};
 
 }  // namespace
 
@@ -257,8 +255,7 @@ absl::Status Metrics::Serve(const std::string& listen) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
   }
   exposer_->RegisterCollectable(registry_);
   const std::vector<int> ports = exposer_->GetListeningPorts();
@@ -429,8 +426,9 @@ void Metrics::StepFinalized(const std::string& run, const StepSummary& step) {
         continue;
       }
       const prometheus::Labels labels = {{"run", run}, {"layer", std::to_string(layer.layer())}};
-      it = s.layers.emplace(layer.layer(), RunSeries::LayerSeries{&attention_->Add(labels),
-                                                                 &head_variance_->Add(labels)})
+      it = s.layers
+               .emplace(layer.layer(), RunSeries::LayerSeries{&attention_->Add(labels),
+                                                              &head_variance_->Add(labels)})
                .first;
     }
     it->second.entropy->Set(layer.mean_entropy());

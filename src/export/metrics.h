@@ -25,7 +25,7 @@ namespace entrowatch::exporter {
 
 struct MetricsOptions {
   std::vector<double> entropy_buckets;
-  std::string backend;  // compute backend in use, for entrowatch_build_info
+  std::string backend;           // compute backend in use, for entrowatch_build_info
   int max_layers_per_run = 256;  // attention series per run beyond this are not exported
 };
 

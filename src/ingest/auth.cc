@@ -1,10 +1,9 @@
 #include "ingest/auth.h"
 
 #include <fnmatch.h>
+#include <grpcpp/server_context.h>
 
 #include <fstream>
-
-#include <grpcpp/server_context.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"

@@ -14,9 +14,9 @@ using entrowatch::v1::Ack;
 using entrowatch::v1::Report;
 
 absl::Status QueueFull(const WorkQueue& queue) {
-  return absl::ResourceExhaustedError(
-      absl::StrCat("ingest queue full (", queue.reports(), " reports, ", queue.bytes(),
-                   " bytes queued): retry with backoff"));
+  return absl::ResourceExhaustedError(absl::StrCat("ingest queue full (", queue.reports(),
+                                                   " reports, ", queue.bytes(),
+                                                   " bytes queued): retry with backoff"));
 }
 
 absl::Status ShuttingDown() { return absl::UnavailableError("entrowatchd is shutting down"); }
@@ -130,8 +130,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   // Finish may lead to OnDone (and `delete this`) on another thread at once,
   // so it is called after the lock is released and nothing is touched after.
   void UnlockAndMaybeFinish() ABSL_UNLOCK_FUNCTION(mu_) {
-    const bool finish =
-        reads_done_ && inflight_ == 0 && !writing_ && outbox_.empty() && !finished_;
+    const bool finish = reads_done_ && inflight_ == 0 && !writing_ && outbox_.empty() && !finished_;
     if (finish) {
       finished_ = true;
     }
@@ -169,8 +168,8 @@ Ack RejectionAck(const Report& report, const absl::Status& status) {
   return ack;
 }
 
-MonitorService::MonitorService(const ValidationLimits& limits, WorkQueue* queue,
-                               RunDirectory* runs, IngestObserver* observer)
+MonitorService::MonitorService(const ValidationLimits& limits, WorkQueue* queue, RunDirectory* runs,
+                               IngestObserver* observer)
     : limits_(limits),
       authorizer_(std::make_shared<const Authorizer>(std::vector<TokenGrant>())),
       queue_(queue),
@@ -215,8 +214,7 @@ absl::Status MonitorService::Admit(const Report& report) {
   return ValidateReport(report, limits);
 }
 
-grpc::ServerBidiReactor<Report, Ack>* MonitorService::Stream(
-    grpc::CallbackServerContext* context) {
+grpc::ServerBidiReactor<Report, Ack>* MonitorService::Stream(grpc::CallbackServerContext* context) {
   return new StreamReactor(this, context);
 }
 

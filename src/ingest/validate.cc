@@ -40,17 +40,15 @@ absl::Status CheckTensor(const Tensor& t, const std::string& field, int rank,
     }
     if (dim > static_cast<uint64_t>(limits.max_elements_per_report) ||
         count > static_cast<uint64_t>(limits.max_elements_per_report) / dim) {
-      return Invalid(field + ".shape",
-                     absl::StrCat("more than ", limits.max_elements_per_report,
-                                  " elements (ingest.max_elements_per_report)"));
+      return Invalid(field + ".shape", absl::StrCat("more than ", limits.max_elements_per_report,
+                                                    " elements (ingest.max_elements_per_report)"));
     }
     count *= dim;
   }
   const uint64_t expected = count * common::DTypeSize(*dtype);
   if (t.data().size() != expected) {
-    return Invalid(field + ".data",
-                   absl::StrCat("length ", t.data().size(), " bytes, but shape x ",
-                                common::DTypeName(*dtype), " needs ", expected));
+    return Invalid(field + ".data", absl::StrCat("length ", t.data().size(), " bytes, but shape x ",
+                                                 common::DTypeName(*dtype), " needs ", expected));
   }
   *elements = static_cast<int64_t>(count);
   return absl::OkStatus();
@@ -102,8 +100,8 @@ absl::Status CheckLogits(const Report& r, const ValidationLimits& limits, int64_
     }
     if (block.target_ids_size() != 0 && block.target_ids_size() != rows) {
       return Invalid(field + ".target_ids",
-                     absl::StrCat("has ", block.target_ids_size(), " entries, expected 0 or ",
-                                  rows, " (one per row)"));
+                     absl::StrCat("has ", block.target_ids_size(), " entries, expected 0 or ", rows,
+                                  " (one per row)"));
     }
     for (int i = 0; i < block.target_ids_size(); ++i) {
       const int32_t id = block.target_ids(i);
@@ -136,8 +134,8 @@ absl::Status CheckTokenEntropies(const Report& r, int64_t* rows_total) {
       }
     }
     *rows_total += block.values_size();
-    RETURN_IF_ERROR(CheckKinds(block.token_kinds(), block.values_size(), field + ".token_kinds",
-                               "value"));
+    RETURN_IF_ERROR(
+        CheckKinds(block.token_kinds(), block.values_size(), field + ".token_kinds", "value"));
   }
   return absl::OkStatus();
 }
@@ -163,14 +161,13 @@ absl::Status CheckAttention(const Report& r, const ValidationLimits& limits,
     const uint64_t kv_heads = block.k().shape(0);
     const uint64_t nk = block.k().shape(1);
     if (block.q().shape(2) != block.k().shape(2)) {
-      return Invalid(field + ".k.shape[2]",
-                     absl::StrCat("head dim ", block.k().shape(2), " differs from q's ",
-                                  block.q().shape(2)));
+      return Invalid(field + ".k.shape[2]", absl::StrCat("head dim ", block.k().shape(2),
+                                                         " differs from q's ", block.q().shape(2)));
     }
     if (heads % kv_heads != 0) {
-      return Invalid(field + ".k.shape[0]",
-                     absl::StrCat(heads, " query heads are not a multiple of ", kv_heads,
-                                  " kv heads (GQA)"));
+      return Invalid(
+          field + ".k.shape[0]",
+          absl::StrCat(heads, " query heads are not a multiple of ", kv_heads, " kv heads (GQA)"));
     }
     if (block.causal() && nq > nk) {
       return Invalid(field + ".q.shape[1]",
@@ -181,8 +178,8 @@ absl::Status CheckAttention(const Report& r, const ValidationLimits& limits,
       return Invalid(field + ".scale",
                      absl::StrCat("must be finite and >= 0 (0 = 1/sqrt(d)), got ", block.scale()));
     }
-    RETURN_IF_ERROR(CheckKinds(block.query_kinds(), static_cast<int64_t>(nq),
-                               field + ".query_kinds", "query"));
+    RETURN_IF_ERROR(
+        CheckKinds(block.query_kinds(), static_cast<int64_t>(nq), field + ".query_kinds", "query"));
   }
   for (int b = 0; b < r.attention_entropies_size(); ++b) {
     const auto& block = r.attention_entropies(b);
@@ -192,8 +189,9 @@ absl::Status CheckAttention(const Report& r, const ValidationLimits& limits,
     }
     for (int i = 0; i < block.head_entropy_size(); ++i) {
       if (!FiniteNonNegative(block.head_entropy(i))) {
-        return Invalid(Indexed(field + ".head_entropy", i),
-                       absl::StrCat("entropy must be finite and >= 0, got ", block.head_entropy(i)));
+        return Invalid(
+            Indexed(field + ".head_entropy", i),
+            absl::StrCat("entropy must be finite and >= 0, got ", block.head_entropy(i)));
       }
     }
   }
@@ -238,14 +236,14 @@ absl::Status ValidateReport(const Report& r, const ValidationLimits& limits) {
                                           limits.max_rows_per_report));
   }
   if (elements > limits.max_elements_per_report) {
-    return Invalid("logits", absl::StrCat(elements,
-                                          " tensor elements exceed ingest.max_elements_per_report ",
-                                          limits.max_elements_per_report));
+    return Invalid("logits",
+                   absl::StrCat(elements, " tensor elements exceed ingest.max_elements_per_report ",
+                                limits.max_elements_per_report));
   }
   if (r.has_grad()) {
     if (!FiniteNonNegative(r.grad().global_norm())) {
-      return Invalid("grad.global_norm", absl::StrCat("must be finite and >= 0, got ",
-                                                      r.grad().global_norm()));
+      return Invalid("grad.global_norm",
+                     absl::StrCat("must be finite and >= 0, got ", r.grad().global_norm()));
     }
     for (const auto& [name, norm] : r.grad().layer_norms()) {
       if (name.empty()) {
@@ -262,15 +260,13 @@ absl::Status ValidateReport(const Report& r, const ValidationLimits& limits) {
       return Invalid("scalars.loss", "must be finite");
     }
     if (!FiniteNonNegative(r.scalars().learning_rate())) {
-      return Invalid("scalars.learning_rate", absl::StrCat("must be finite and >= 0, got ",
-                                                           r.scalars().learning_rate()));
+      return Invalid("scalars.learning_rate",
+                     absl::StrCat("must be finite and >= 0, got ", r.scalars().learning_rate()));
     }
   }
   return absl::OkStatus();
 }
 
-int64_t ReportBytes(const Report& report) {
-  return static_cast<int64_t>(report.ByteSizeLong());
-}
+int64_t ReportBytes(const Report& report) { return static_cast<int64_t>(report.ByteSizeLong()); }
 
 }  // namespace entrowatch::ingest

@@ -9,7 +9,7 @@ WorkQueue::WorkQueue(int shards, int64_t max_reports, int64_t max_bytes)
     : max_reports_(max_reports), max_bytes_(max_bytes), shards_(shards) {}
 
 int WorkQueue::ShardOf(const std::string& run_id, uint32_t rank) const {
-  const size_t h = std::hash<std::string>{}(run_id) * 31 + rank;
+  const size_t h = std::hash<std::string>{}(run_id)*31 + rank;
   return static_cast<int>(h % shards_.size());
 }
 

@@ -261,9 +261,9 @@ void DurableStore::WriterLoop() {
       status = status.ok() ? Exec("COMMIT") : status;
       if (!status.ok()) {
         Exec("ROLLBACK").IgnoreError();
-        status = absl::UnavailableError(absl::StrCat(
-            "cannot write the state database '", path_, "' (disk full or not writable?): ",
-            status.message()));
+        status = absl::UnavailableError(
+            absl::StrCat("cannot write the state database '", path_,
+                         "' (disk full or not writable?): ", status.message()));
       }
     }
     absl::MutexLock lock(&mu_);
@@ -281,7 +281,9 @@ absl::Status DurableStore::WriteOne(const WriteBatch& b) {
                 "ON CONFLICT(run_id) DO UPDATE SET world_size = excluded.world_size, "
                 "finished = max(finished, excluded.finished), "
                 "last_report_ns = max(last_report_ns, excluded.last_report_ns)");
-  run.Bind(1, b.run_id).Bind(2, b.world_size).Bind(3, int64_t{b.finished})
+  run.Bind(1, b.run_id)
+      .Bind(2, b.world_size)
+      .Bind(3, int64_t{b.finished})
       .Bind(4, ToNanos(b.last_report_time));
   if (run.Step() != SQLITE_DONE) {
     return absl::UnavailableError(sqlite3_errmsg(db_));
@@ -368,9 +370,9 @@ absl::StatusOr<std::vector<StoredRun>> DurableStore::LoadAll(int64_t seqs_per_ra
 
 absl::Status DurableStore::ForgetRun(const std::string& run_id) {
   absl::MutexLock db_lock(&db_mu_);
-  for (const char* sql : {"DELETE FROM runs WHERE run_id = ?", "DELETE FROM steps WHERE run_id = ?",
-                          "DELETE FROM contributions WHERE run_id = ?",
-                          "DELETE FROM seqs WHERE run_id = ?"}) {
+  for (const char* sql :
+       {"DELETE FROM runs WHERE run_id = ?", "DELETE FROM steps WHERE run_id = ?",
+        "DELETE FROM contributions WHERE run_id = ?", "DELETE FROM seqs WHERE run_id = ?"}) {
     Statement s(db_, sql);
     s.Bind(1, run_id);
     if (s.Step() != SQLITE_DONE) {

@@ -47,9 +47,9 @@ struct StoredRun {
   uint32_t world_size = 1;
   bool finished = false;
   absl::Time last_report_time = absl::InfinitePast();
-  std::vector<entrowatch::v1::StepSummary> steps;        // finalized, in order
-  std::vector<analysis::ReportContribution> pending;     // in acceptance order
-  std::map<uint32_t, std::vector<uint64_t>> seqs;        // per rank, ascending
+  std::vector<entrowatch::v1::StepSummary> steps;     // finalized, in order
+  std::vector<analysis::ReportContribution> pending;  // in acceptance order
+  std::map<uint32_t, std::vector<uint64_t>> seqs;     // per rank, ascending
 };
 
 class DurableStore {
@@ -80,7 +80,6 @@ class DurableStore {
   uint64_t failures() const;
 
  private:
-
   DurableStore(sqlite3* db, std::string path);
   void WriterLoop();
   absl::Status WriteOne(const WriteBatch& batch);

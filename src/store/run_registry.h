@@ -72,8 +72,9 @@ class RunRegistry {
   RunRegistry& operator=(const RunRegistry&) = delete;
 
   // The run, created when new. ResourceExhausted when max_runs are tracked.
-  absl::StatusOr<std::shared_ptr<RunState>> GetOrCreate(
-      const std::string& run_id, const analysis::AggregationOptions& options, bool* created);
+  absl::StatusOr<std::shared_ptr<RunState>> GetOrCreate(const std::string& run_id,
+                                                        const analysis::AggregationOptions& options,
+                                                        bool* created);
   // nullptr when unknown.
   std::shared_ptr<RunState> Find(const std::string& run_id) const;
   // Every run, ordered by id.

@@ -90,7 +90,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"aggregation: {high_entropy_threshold: 1.5}\n", "high_entropy_threshold"},
         BadCase{"aggregation: {step_timeout_seconds: .nan}\n", "expected a finite number"},
         BadCase{"grpc: 5\n", "grpc (line 1): expected a mapping"},
-        BadCase{"grpc: {listen: \"a:1\"}\ngrpc: {listen: \"b:2\"}\n", "duplicate key 'grpc' (line 2)"},
+        BadCase{"grpc: {listen: \"a:1\"}\ngrpc: {listen: \"b:2\"}\n",
+                "duplicate key 'grpc' (line 2)"},
         BadCase{"grpc: [\n", "not valid YAML"},
         BadCase{"- 1\n- 2\n", "expected a mapping at the top level"}));
 

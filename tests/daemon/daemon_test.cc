@@ -17,13 +17,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/report_builder.h"
 #include "entrowatch/client/stream_client.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "testing/daemon_process.h"
-#include "daemon/report_builder.h"
 #include "ingest/validation_cases.h"
+#include "testing/daemon_process.h"
 
 namespace entrowatch::testing {
 namespace {
@@ -400,8 +400,7 @@ TEST_F(DaemonTest, CppClientStreamsEveryReport) {
 }
 
 TEST_F(DaemonTest, FullQueueAnswersResourceExhaustedAndLosesNothingAccepted) {
-  StartDaemon(
-      "ingest: {workers: 1, queue_max_reports: 1}\ncompute: {backend: cpu-reference}\n");
+  StartDaemon("ingest: {workers: 1, queue_max_reports: 1}\ncompute: {backend: cpu-reference}\n");
   constexpr int kCalls = 12;
   constexpr uint64_t kRows = 64;
   constexpr uint64_t kVocab = 32768;
@@ -461,16 +460,15 @@ TEST_F(DaemonTest, GarbageBytesOnTheWireDoNotHurtTheDaemon) {
     close(fd);
   }
   // A message body that is not a Report: the generic stub sends raw bytes.
-  grpc::GenericStub generic(
-      grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  grpc::GenericStub generic(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   const std::string raw = "\x0a\xff\xff\xff\xff\x0f garbage";
   grpc::Slice slice(raw);
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  generic.UnaryCall(&ctx, "/entrowatch.v1.Monitor/Submit", grpc::StubOptions(), &request,
-                    &response, [&](grpc::Status s) { done.set_value(s); });
+  generic.UnaryCall(&ctx, "/entrowatch.v1.Monitor/Submit", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) { done.set_value(s); });
   EXPECT_FALSE(done.get_future().get().ok());
   v1::Ack ack;
   v1::Report r = MakeReport("after-garbage", 1, 1);
@@ -487,8 +485,8 @@ TEST_F(DaemonTest, HealthServiceAnswersServing) {
   request = grpc::ByteBuffer(&empty, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                    &response, [&](grpc::Status s) { done.set_value(s); });
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) { done.set_value(s); });
   ASSERT_TRUE(done.get_future().get().ok());
   std::vector<grpc::Slice> slices;
   ASSERT_TRUE(response.Dump(&slices).ok());
@@ -539,9 +537,9 @@ TEST_F(DaemonTest, SigtermDrainsAndExitsCleanly) {
 class ValidationRuleTest : public ::testing::TestWithParam<ValidationCase> {};
 
 TEST_P(ValidationRuleTest, RejectedOverGrpcAndTheDaemonGoesOn) {
-  auto daemon = DaemonProcess::Start(absl::StrCat("ingest: {max_rows_per_report: ", kCaseMaxRows,
-                                                  ", max_elements_per_report: ",
-                                                  kCaseMaxElements, "}\n"));
+  auto daemon =
+      DaemonProcess::Start(absl::StrCat("ingest: {max_rows_per_report: ", kCaseMaxRows,
+                                        ", max_elements_per_report: ", kCaseMaxElements, "}\n"));
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto stub = Stub(**daemon);
   v1::Report bad = ValidBaseReport();
@@ -579,8 +577,8 @@ INSTANTIATE_TEST_SUITE_P(Rules, ValidationRuleTest, ::testing::ValuesIn(Validati
 TEST(DaemonStartup, PortInUseFailsFastWithAClearError) {
   auto first = DaemonProcess::Start();
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = DaemonProcess::Start(
-      absl::StrCat("grpc: {listen: \"", (*first)->grpc_address(), "\"}\n"));
+  auto second =
+      DaemonProcess::Start(absl::StrCat("grpc: {listen: \"", (*first)->grpc_address(), "\"}\n"));
   ASSERT_FALSE(second.ok());
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("cannot serve gRPC"));
 }

@@ -49,8 +49,8 @@ std::vector<v1::Report> TwoRankRun(const std::string& run, int steps) {
       const float base = step < steps / 2 ? 3.0f : 0.05f;
       std::vector<float> h;
       for (int i = 0; i < 16; ++i) {
-        h.push_back(base * (0.9f + 0.2f * static_cast<float>((i * 7 + step * 3 + rank) % 11) /
-                                          11.0f));
+        h.push_back(base *
+                    (0.9f + 0.2f * static_cast<float>((i * 7 + step * 3 + rank) % 11) / 11.0f));
       }
       AddEntropies(&r, h, 50000);
       r.mutable_grad()->set_global_norm(1.0 + 0.01 * (step % 5));
@@ -70,7 +70,9 @@ void ExpectSameHistory(const v1::RunStatus& a, const v1::RunStatus& b) {
     x.clear_finalized_time();
     y.clear_finalized_time();
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(x, y))
-        << "step " << x.step() << "\n" << x.DebugString() << "\nvs\n" << y.DebugString();
+        << "step " << x.step() << "\n"
+        << x.DebugString() << "\nvs\n"
+        << y.DebugString();
   }
   EXPECT_EQ(a.verdict().state(), b.verdict().state());
   EXPECT_EQ(a.verdict().since_step(), b.verdict().since_step());
@@ -131,9 +133,8 @@ TEST(DurabilityTest, KillDashNineMidStreamLosesNothingAcknowledged) {
   const v1::RunStatus expected = GetRun((*reference)->grpc_address(), "crash-run");
 
   const int port = FreePort();
-  auto daemon = DaemonProcess::Start(absl::StrCat("grpc: {listen: \"127.0.0.1:", port,
-                                                  "\"}\nstate_dir: /tmp/entrowatch-state-", port,
-                                                  "\n"));
+  auto daemon = DaemonProcess::Start(absl::StrCat(
+      "grpc: {listen: \"127.0.0.1:", port, "\"}\nstate_dir: /tmp/entrowatch-state-", port, "\n"));
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   client::StreamClientOptions options;
   options.target = (*daemon)->grpc_address();

@@ -11,8 +11,8 @@
 
 namespace entrowatch::testing {
 
-inline v1::Report MakeReport(const std::string& run, uint64_t step, uint64_t seq,
-                             uint32_t rank = 0, uint32_t world_size = 1) {
+inline v1::Report MakeReport(const std::string& run, uint64_t step, uint64_t seq, uint32_t rank = 0,
+                             uint32_t world_size = 1) {
   v1::Report r;
   r.set_run_id(run);
   r.set_step(step);
@@ -34,8 +34,7 @@ inline void SetTensor(v1::Tensor* t, v1::DType dtype, const std::vector<uint64_t
     if (dtype == v1::FLOAT32) {
       data.append(reinterpret_cast<const char*>(&v), 4);
     } else {
-      const uint16_t h =
-          dtype == v1::FLOAT16 ? common::FloatToHalf(v) : common::FloatToBFloat16(v);
+      const uint16_t h = dtype == v1::FLOAT16 ? common::FloatToHalf(v) : common::FloatToBFloat16(v);
       data.append(reinterpret_cast<const char*>(&h), 2);
     }
   }

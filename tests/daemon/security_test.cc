@@ -83,9 +83,9 @@ TEST_F(SecurityTest, TokensAuthenticateAndLimitRunsPerGlob) {
   Write("team-a.token", "secret-token-a\n");
   Write("team-b.token", "secret-token-b\n");
   auto daemon = DaemonProcess::Start(absl::StrCat(
-      "security:\n  tokens:\n",
-      "    - {name: team-a, token_file: ", Path("team-a.token"), ", runs: [\"a-*\"]}\n",
-      "    - {name: team-b, token_file: ", Path("team-b.token"), ", runs: [\"b-*\", \"shared\"]}\n"));
+      "security:\n  tokens:\n", "    - {name: team-a, token_file: ", Path("team-a.token"),
+      ", runs: [\"a-*\"]}\n", "    - {name: team-b, token_file: ", Path("team-b.token"),
+      ", runs: [\"b-*\", \"shared\"]}\n"));
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto stub = Stub((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
 
@@ -135,8 +135,8 @@ TEST_F(SecurityTest, TokensAuthenticateAndLimitRunsPerGlob) {
     }
     EXPECT_TRUE(stream->Finish().ok());
     std::sort(codes.begin(), codes.end());
-    EXPECT_THAT(codes, ::testing::ElementsAre(0, static_cast<int>(
-                                                     grpc::StatusCode::PERMISSION_DENIED)));
+    EXPECT_THAT(codes,
+                ::testing::ElementsAre(0, static_cast<int>(grpc::StatusCode::PERMISSION_DENIED)));
   }
   // A stream without a token is refused as a whole.
   {
@@ -161,9 +161,9 @@ TEST_F(SecurityTest, MissingTokenFileFailsStartNamingTheFile) {
 
 TEST_F(SecurityTest, TlsServesOnlyTlsClients) {
   MakeCertificates(dir_);
-  auto daemon = DaemonProcess::Start(absl::StrCat("security:\n  tls: {cert_file: ",
-                                                  Path("server.pem"), ", key_file: ",
-                                                  Path("server.key"), "}\n"));
+  auto daemon =
+      DaemonProcess::Start(absl::StrCat("security:\n  tls: {cert_file: ", Path("server.pem"),
+                                        ", key_file: ", Path("server.key"), "}\n"));
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = Read(Path("ca.pem"));
@@ -206,8 +206,8 @@ TEST_F(SecurityTest, CliTakesTheSameCredentials) {
   Write("ops.token", "ops-secret\n");
   auto daemon = DaemonProcess::Start(absl::StrCat(
       "security:\n  tls: {cert_file: ", Path("server.pem"), ", key_file: ", Path("server.key"),
-      ", client_ca_file: ", Path("ca.pem"), "}\n  tokens:\n    - {name: ops, token_file: ",
-      Path("ops.token"), ", runs: [\"cli-*\"]}\n"));
+      ", client_ca_file: ", Path("ca.pem"),
+      "}\n  tokens:\n    - {name: ops, token_file: ", Path("ops.token"), ", runs: [\"cli-*\"]}\n"));
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   Write("trace.jsonl",
         "{\"runId\": \"cli-run\", \"step\": \"1\", \"seq\": \"1\", "
@@ -216,9 +216,8 @@ TEST_F(SecurityTest, CliTakesTheSameCredentials) {
   const std::string cli = absl::StrCat(ENTROWATCH_CLI_PATH, " --addr ", (*daemon)->grpc_address(),
                                        " --tls-ca ", Path("ca.pem"), " --tls-cert ",
                                        Path("client.pem"), " --tls-key ", Path("client.key"));
-  CommandResult replay =
-      RunCommand(absl::StrCat(cli, " --token-file ", Path("ops.token"), " replay ",
-                              Path("trace.jsonl")));
+  CommandResult replay = RunCommand(
+      absl::StrCat(cli, " --token-file ", Path("ops.token"), " replay ", Path("trace.jsonl")));
   EXPECT_EQ(replay.exit_code, 1) << replay.output;  // line 2 is another team's run
   EXPECT_THAT(replay.output, HasSubstr("may not access run 'other-run'"));
   CommandResult status =

@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -23,9 +23,9 @@
 #include "absl/types/span.h"
 #include "common/tensor_view.h"
 #include "compute/engine_factory.h"
+#include "compute/input_checks.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "google/protobuf/stubs/logging.h"
-#include "compute/input_checks.h"
 #include "ingest/validate.h"
 
 namespace {

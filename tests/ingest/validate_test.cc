@@ -44,8 +44,7 @@ TEST_P(ValidationRuleTest, RejectedWithFieldAndProblem) {
   EXPECT_THAT(std::string(s.message()), HasSubstr(GetParam().expected));
 }
 
-INSTANTIATE_TEST_SUITE_P(Rules, ValidationRuleTest,
-                         ::testing::ValuesIn(testing::ValidationCases()),
+INSTANTIATE_TEST_SUITE_P(Rules, ValidationRuleTest, ::testing::ValuesIn(testing::ValidationCases()),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

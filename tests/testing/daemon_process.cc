@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const std::s
   d->config_path_ = d->dir_ + "/entrowatch.yaml";
   {
     std::ofstream out(d->config_path_);
-    const bool own_grpc = extra_yaml.rfind("grpc:", 0) == 0 || absl::StrContains(extra_yaml, "\ngrpc:");
+    const bool own_grpc =
+        extra_yaml.rfind("grpc:", 0) == 0 || absl::StrContains(extra_yaml, "\ngrpc:");
     const bool own_metrics =
         extra_yaml.rfind("metrics:", 0) == 0 || absl::StrContains(extra_yaml, "\nmetrics:");
     if (!own_grpc) {
