@@ -10,6 +10,11 @@
 
 namespace entrowatch::compute {
 
+// Smallest temperature an engine accepts: below it 1 / temperature scales
+// logits past what float arithmetic holds (the distribution is one-hot long
+// before).
+inline constexpr float kMinTemperature = 1e-6f;
+
 // InvalidArgument unless the preconditions documented on LogitsInput hold and
 // out_rows == rows. Does not read the logits themselves (non-finite values
 // are reported per row, not failed).

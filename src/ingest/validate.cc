@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/tensor_view.h"
+#include "compute/input_checks.h"
 
 namespace entrowatch::ingest {
 namespace {
@@ -90,9 +91,11 @@ absl::Status CheckLogits(const Report& r, const ValidationLimits& limits, int64_
                      absl::StrCat(block.valid_vocab(), " exceeds the vocabulary ", vocab));
     }
     const int64_t valid = block.valid_vocab() == 0 ? vocab : block.valid_vocab();
-    if (!std::isfinite(block.temperature()) || block.temperature() < 0) {
+    if (!std::isfinite(block.temperature()) || block.temperature() < 0 ||
+        (block.temperature() > 0 && block.temperature() < compute::kMinTemperature)) {
       return Invalid(field + ".temperature",
-                     absl::StrCat("must be finite and > 0 (0 = 1.0), got ", block.temperature()));
+                     absl::StrCat("must be finite and >= ", compute::kMinTemperature,
+                                  " (0 = 1.0), got ", block.temperature()));
     }
     const float top_p = block.sampling().top_p();
     if (!std::isfinite(top_p) || top_p < 0 || top_p > 1) {

@@ -71,6 +71,8 @@ class FakeMonitor::Service final : public v1::Monitor::Service {
       return owner_->options_.answer(report);
     }
     v1::Ack ack;
+    ack.set_run_id(report.run_id());
+    ack.set_rank(report.rank());
     ack.set_seq(report.seq());
     ack.set_step(report.step());
     return ack;

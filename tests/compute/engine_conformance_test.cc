@@ -12,6 +12,7 @@
 
 #include "compute/cpu/reference_engine.h"
 #include "compute/cpu/vector_engine.h"
+#include "compute/input_checks.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 
@@ -126,7 +127,7 @@ TEST_P(EngineConformanceTest, ExtremeSpansStayFinite) {
   m.Set(0, 1, -3e38f);
   m.Set(1, 0, 1e35f);
   m.Set(1, 1, 0.0f);
-  for (float temperature : {1.0f, 1e-8f}) {
+  for (float temperature : {1.0f, kMinTemperature}) {
     LogitsInput in;
     in.logits = m.view();
     in.valid_vocab = 2;

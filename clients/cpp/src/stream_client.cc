@@ -265,11 +265,20 @@ void StreamClient::ReadAcks(grpc::ClientReaderWriter<v1::Report, v1::Ack>* strea
     std::shared_ptr<const v1::Report> report;
     {
       absl::MutexLock lock(&mu_);
-      // Acks carry (seq, step) but not (run, rank): take the oldest written
-      // report with the same seq and step, else the oldest with the same seq.
+      // Acks name their report by (run_id, rank, seq, step): take the oldest
+      // written report that matches. A daemon that leaves run_id empty (an
+      // older release) is matched on seq and step, else on seq alone.
       size_t match = next_unsent_;
       for (size_t i = 0; i < next_unsent_; ++i) {
         const v1::Report& candidate = *unacked_[i].report;
+        if (!ack.run_id().empty()) {
+          if (candidate.run_id() == ack.run_id() && candidate.rank() == ack.rank() &&
+              candidate.seq() == ack.seq() && candidate.step() == ack.step()) {
+            match = i;
+            break;
+          }
+          continue;
+        }
         if (candidate.seq() == ack.seq()) {
           if (candidate.step() == ack.step()) {
             match = i;
