@@ -14,6 +14,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../.." && pwd)"
 build="${1:-${root}/build-fuzz}"
 seconds="${2:-60}"
+# A fixed seed and input count make the run reproducible (the test suite
+# must not fail by chance); FUZZ_SEED=0 asks libFuzzer for a random seed and
+# FUZZ_RUNS=-1 fuzzes until SECONDS pass, for exploring.
+seed="${FUZZ_SEED:-1}"
+runs="${FUZZ_RUNS:-2000000}"
 jobs="${FUZZ_BUILD_JOBS:-2}"
 
 clangxx="$(command -v clang++-14 || command -v clang++ || true)"
@@ -47,5 +52,5 @@ if compgen -G "${here}/crashes/*" >/dev/null; then
   "${build}/tests/fuzz/report_fuzzer" "${here}"/crashes/*
 fi
 exec "${build}/tests/fuzz/report_fuzzer" "${work}" \
-  -max_total_time="${seconds}" -max_len=8192 -rss_limit_mb=2048 -timeout=10 \
+  -seed="${seed}" -runs="${runs}" -max_total_time="${seconds}" -max_len=8192 -rss_limit_mb=2048 -timeout=10 \
   -print_final_stats=1 -artifact_prefix="${build}/artifacts/"
