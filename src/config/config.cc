@@ -42,6 +42,7 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     RETURN_IF_ERROR(m.Get("listen", &c->metrics.listen));
     RETURN_IF_ERROR(CheckListen(m, c->metrics.listen));
     RETURN_IF_ERROR(m.Get("entropy_buckets", &c->metrics.entropy_buckets));
+    RETURN_IF_ERROR(m.Get("per_head_series", &c->metrics.per_head_series));
     const auto& b = c->metrics.entropy_buckets;
     for (size_t i = 0; i < b.size(); ++i) {
       if (b[i] <= 0 || (i > 0 && b[i] <= b[i - 1])) {

@@ -24,6 +24,9 @@ struct MetricsConfig {
   std::string listen = "127.0.0.1:9551";  // host:port; port 0 picks a free one
   // Upper bounds (nats) of entrowatch_token_entropy_nats; +Inf is implicit.
   std::vector<double> entropy_buckets = {0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12};
+  // Export entrowatch_attention_head_entropy_nats{run,layer,head}: one series
+  // per head (layers x heads per run), so off by default.
+  bool per_head_series = false;
 };
 
 struct IngestConfig {

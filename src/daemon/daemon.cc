@@ -109,6 +109,7 @@ absl::Status Daemon::Start() {
   exporter::MetricsOptions metrics_options;
   metrics_options.entropy_buckets = config_.metrics.entropy_buckets;
   metrics_options.backend = backend_;
+  metrics_options.per_head_series = config_.metrics.per_head_series;
   metrics_ = std::make_unique<exporter::Metrics>(metrics_options);
   metrics_->SetComputeDegraded(selection->degraded);
   if (absl::Status s = metrics_->Serve(config_.metrics.listen); !s.ok()) {
@@ -255,7 +256,8 @@ void Daemon::Reload(const config::Config& config) {
     restart.push_back("grpc");
   }
   if (config.metrics.listen != config_.metrics.listen ||
-      config.metrics.entropy_buckets != config_.metrics.entropy_buckets) {
+      config.metrics.entropy_buckets != config_.metrics.entropy_buckets ||
+      config.metrics.per_head_series != config_.metrics.per_head_series) {
     restart.push_back("metrics");
   }
   if (config.ingest.workers != config_.ingest.workers ||

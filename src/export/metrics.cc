@@ -44,6 +44,8 @@ constexpr MetricSpec kCatalog[] = {
      "Mean entropy of GENERATED tokens (rollouts), latest step that had any."},
     {"entrowatch_attention_entropy_nats",
      "Attention entropy of a layer, mean over heads and queries, latest step."},
+    {"entrowatch_attention_head_entropy_nats",
+     "Mean attention entropy of one head (metrics.per_head_series), latest step."},
     {"entrowatch_attention_head_entropy_variance",
      "Variance of per-head mean attention entropy within a layer, latest step."},
     {"entrowatch_grad_norm", "Global gradient L2 norm, latest step."},
@@ -145,6 +147,7 @@ struct Metrics::RunSeries {
   struct LayerSeries {
     prometheus::Gauge* entropy;
     prometheus::Gauge* variance;
+    std::vector<prometheus::Gauge*> heads;  // with per_head_series
   };
   std::map<Phase, PhaseSeries> phases;
   std::map<uint32_t, LayerSeries> layers;
@@ -175,6 +178,7 @@ Metrics::Metrics(const MetricsOptions& options)
   generated_mean_ = GaugeFamily("entrowatch_generated_token_entropy_mean_nats", r);
   attention_ = GaugeFamily("entrowatch_attention_entropy_nats", r);
   head_variance_ = GaugeFamily("entrowatch_attention_head_entropy_variance", r);
+  head_entropy_ = GaugeFamily("entrowatch_attention_head_entropy_nats", r);
   grad_norm_ = GaugeFamily("entrowatch_grad_norm", r);
   loss_ = GaugeFamily("entrowatch_loss", r);
   learning_rate_ = GaugeFamily("entrowatch_learning_rate", r);
@@ -427,12 +431,24 @@ void Metrics::StepFinalized(const std::string& run, const StepSummary& step) {
       }
       const prometheus::Labels labels = {{"run", run}, {"layer", std::to_string(layer.layer())}};
       it = s.layers
-               .emplace(layer.layer(), RunSeries::LayerSeries{&attention_->Add(labels),
-                                                              &head_variance_->Add(labels)})
+               .emplace(layer.layer(),
+                        RunSeries::LayerSeries{
+                            &attention_->Add(labels), &head_variance_->Add(labels), {}})
                .first;
     }
     it->second.entropy->Set(layer.mean_entropy());
     it->second.variance->Set(layer.head_variance());
+    if (options_.per_head_series) {
+      auto& heads = it->second.heads;
+      const int n = std::min(layer.head_mean_entropy_size(), options_.max_heads_per_layer);
+      for (int h = static_cast<int>(heads.size()); h < n; ++h) {
+        heads.push_back(&head_entropy_->Add(
+            {{"run", run}, {"layer", std::to_string(layer.layer())}, {"head", std::to_string(h)}}));
+      }
+      for (int h = 0; h < n; ++h) {
+        heads[h]->Set(layer.head_mean_entropy(h));
+      }
+    }
   }
 }
 
@@ -497,6 +513,9 @@ void Metrics::ForgetRun(const std::string& run) {
   for (auto& [layer, l] : s.layers) {
     attention_->Remove(l.entropy);
     head_variance_->Remove(l.variance);
+    for (prometheus::Gauge* head : l.heads) {
+      head_entropy_->Remove(head);
+    }
   }
   if (s.generated_mean != nullptr) {
     generated_mean_->Remove(s.generated_mean);

@@ -27,6 +27,8 @@ struct MetricsOptions {
   std::vector<double> entropy_buckets;
   std::string backend;           // compute backend in use, for entrowatch_build_info
   int max_layers_per_run = 256;  // attention series per run beyond this are not exported
+  bool per_head_series = false;  // entrowatch_attention_head_entropy_nats
+  int max_heads_per_layer = 256;
 };
 
 class Metrics {
@@ -94,6 +96,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* generated_mean_;
   prometheus::Family<prometheus::Gauge>* attention_;
   prometheus::Family<prometheus::Gauge>* head_variance_;
+  prometheus::Family<prometheus::Gauge>* head_entropy_;
   prometheus::Family<prometheus::Gauge>* grad_norm_;
   prometheus::Family<prometheus::Gauge>* loss_;
   prometheus::Family<prometheus::Gauge>* learning_rate_;

@@ -22,6 +22,7 @@ TEST(ConfigTest, ShippedFileParsesToTheBuiltInDefaults) {
   EXPECT_EQ(c.grpc.max_message_bytes, d.grpc.max_message_bytes);
   EXPECT_EQ(c.metrics.listen, d.metrics.listen);
   EXPECT_EQ(c.metrics.entropy_buckets, d.metrics.entropy_buckets);
+  EXPECT_EQ(c.metrics.per_head_series, d.metrics.per_head_series);
   EXPECT_EQ(c.state_dir, d.state_dir);
   EXPECT_EQ(c.ingest.workers, d.ingest.workers);
   EXPECT_EQ(c.ingest.queue_max_reports, d.ingest.queue_max_reports);

@@ -275,6 +275,30 @@ TEST_F(DaemonTest, MetricsPassPromtoolAndCarryStepValues) {
   EXPECT_EQ(promtool.exit_code, 0) << promtool.output;
 }
 
+TEST_F(DaemonTest, PerHeadSeriesAreOptIn) {
+  for (bool per_head : {false, true}) {
+    StartDaemon(per_head ? "metrics: {listen: \"127.0.0.1:0\", per_head_series: true}\n" : "");
+    v1::Report r = MakeReport("heads", 1, 1);
+    auto* att = r.add_attention_entropies();
+    att->set_layer(2);
+    att->add_head_entropy(1.0f);
+    att->add_head_entropy(3.0f);
+    v1::Ack ack;
+    ASSERT_TRUE(Submit(*stub_, r, &ack).ok());
+    auto scrape = daemon_->Scrape();
+    ASSERT_TRUE(scrape.ok());
+    const double head1 = MetricValue(
+        *scrape, "entrowatch_attention_head_entropy_nats{head=\"1\",layer=\"2\",run=\"heads\"}");
+    if (per_head) {
+      EXPECT_EQ(head1, 3.0);
+    } else {
+      EXPECT_TRUE(std::isnan(head1)) << "no per-head series unless asked for";
+    }
+    stub_.reset();
+    daemon_.reset();
+  }
+}
+
 TEST_F(DaemonTest, RunsBeyondMaxRunsAreRefused) {
   StartDaemon("runs: {max_runs: 2}\n");
   v1::Ack ack;

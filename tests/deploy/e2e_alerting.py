@@ -115,6 +115,7 @@ grpc:
   listen: "127.0.0.1:0"
 metrics:
   listen: "127.0.0.1:0"
+  per_head_series: true
 aggregation:
   step_timeout_seconds: 5
 log:
