@@ -27,8 +27,8 @@ absl::Status CheckLogitsInput(const LogitsInput& in, size_t out_rows) {
         absl::StrCat("valid_vocab ", in.valid_vocab, " outside [1, ", m.cols, "]"));
   }
   if (!(in.temperature >= kMinTemperature) || !std::isfinite(in.temperature)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature ", in.temperature,
-                                                   " must be finite and >= ", kMinTemperature));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature ", in.temperature, " must be finite and >= ", kMinTemperature));
   }
   if (!(in.top_p > 0)) {
     return absl::InvalidArgumentError(
