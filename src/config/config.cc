@@ -22,6 +22,9 @@ absl::Status CheckListen(YamlMap& m, const std::string& value) {
   return absl::OkStatus();
 }
 
+// Room for the schema and a few reports.
+constexpr int64_t kMinDbBytes = 64 << 10;
+
 template <typename T>
 absl::Status CheckRange(YamlMap& m, absl::string_view key, T value, T lo, T hi) {
   if (value < lo || value > hi) {
@@ -55,6 +58,19 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     return absl::OkStatus();
   }));
   RETURN_IF_ERROR(root.Get("state_dir", &c->state_dir));
+  RETURN_IF_ERROR(root.Child("store", [&](YamlMap& m) {
+    RETURN_IF_ERROR(m.Get("retention_steps", &c->store.retention_steps));
+    RETURN_IF_ERROR(
+        CheckRange<int64_t>(m, "retention_steps", c->store.retention_steps, 0, int64_t{1} << 40));
+    RETURN_IF_ERROR(m.Get("max_db_bytes", &c->store.max_db_bytes));
+    RETURN_IF_ERROR(
+        CheckRange<int64_t>(m, "max_db_bytes", c->store.max_db_bytes, 0, int64_t{1} << 50));
+    if (c->store.max_db_bytes > 0 && c->store.max_db_bytes < kMinDbBytes) {
+      return m.Error("max_db_bytes", absl::StrCat("expected 0 (unlimited) or at least ",
+                                                  kMinDbBytes, ", got ", c->store.max_db_bytes));
+    }
+    return absl::OkStatus();
+  }));
   RETURN_IF_ERROR(root.Child("ingest", [&](YamlMap& m) {
     RETURN_IF_ERROR(m.Get("workers", &c->ingest.workers));
     RETURN_IF_ERROR(CheckRange(m, "workers", c->ingest.workers, 1, 256));

@@ -58,6 +58,15 @@ struct RunsConfig {
   int64_t dedup_window = 65536;       // recent seqs remembered per (run, rank)
 };
 
+// Bounds on the state database (state_dir); 0 means none. Reloadable.
+struct StoreConfig {
+  // Finalized step summaries kept per run; a restart replays only these.
+  int64_t retention_steps = 100000;
+  // Size of state_dir/entrowatch.db; a report that would grow it further is
+  // refused with UNAVAILABLE, like on a full disk.
+  int64_t max_db_bytes = 0;
+};
+
 struct TokenConfig {
   std::string name;               // shown in logs instead of the secret
   std::string token_file;         // file whose first line is the bearer token
@@ -85,6 +94,7 @@ struct Config {
   GrpcConfig grpc;
   MetricsConfig metrics;
   std::string state_dir;  // "" = in memory only
+  StoreConfig store;
   IngestConfig ingest;
   ComputeConfig compute;
   AggregationConfig aggregation;

@@ -331,6 +331,10 @@ TEST(CliTest, CheckConfig) {
   EXPECT_EQ(r.code, kExitError);
   EXPECT_THAT(r.err, HasSubstr("grpc.listen"));
   EXPECT_THAT(r.out, IsEmpty());
+  const std::string bad_store = WriteFile("bad-store.yaml", "store:\n  max_db_bytes: -1\n");
+  r = RunCommand({"check-config", bad_store});
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_THAT(r.err, HasSubstr("store.max_db_bytes (line 2)"));
   r = RunCommand({"check-config", "/nonexistent/entrowatch.yaml"});
   EXPECT_EQ(r.code, kExitError);
   EXPECT_THAT(r.err, Not(IsEmpty()));

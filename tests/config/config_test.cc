@@ -24,6 +24,8 @@ TEST(ConfigTest, ShippedFileParsesToTheBuiltInDefaults) {
   EXPECT_EQ(c.metrics.entropy_buckets, d.metrics.entropy_buckets);
   EXPECT_EQ(c.metrics.per_head_series, d.metrics.per_head_series);
   EXPECT_EQ(c.state_dir, d.state_dir);
+  EXPECT_EQ(c.store.retention_steps, d.store.retention_steps);
+  EXPECT_EQ(c.store.max_db_bytes, d.store.max_db_bytes);
   EXPECT_EQ(c.ingest.workers, d.ingest.workers);
   EXPECT_EQ(c.ingest.queue_max_reports, d.ingest.queue_max_reports);
   EXPECT_EQ(c.ingest.queue_max_bytes, d.ingest.queue_max_bytes);
@@ -61,6 +63,20 @@ TEST(ConfigTest, ValuesAreRead) {
   EXPECT_EQ(c->log.format, "json");
 }
 
+TEST(ConfigTest, StoreLimitsAreRead) {
+  auto c = ParseConfig(
+      "state_dir: /var/lib/ew\nstore:\n  retention_steps: 0\n"
+      "  max_db_bytes: 1073741824\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state_dir, "/var/lib/ew");
+  EXPECT_EQ(c->store.retention_steps, 0);
+  EXPECT_EQ(c->store.max_db_bytes, int64_t{1} << 30);
+  auto defaults = ParseConfig("store: {}\n");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->store.retention_steps, 100000);
+  EXPECT_EQ(defaults->store.max_db_bytes, 0);
+}
+
 struct BadCase {
   const char* yaml;
   const char* expected;  // substring of the error
@@ -91,6 +107,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"aggregation: {high_entropy_threshold: 1.5}\n", "high_entropy_threshold"},
         BadCase{"aggregation: {step_timeout_seconds: .nan}\n", "expected a finite number"},
         BadCase{"grpc: 5\n", "grpc (line 1): expected a mapping"},
+        BadCase{"store:\n  retention_steps: -1\n",
+                "store.retention_steps (line 2): expected a value in [0, "},
+        BadCase{"store:\n  max_db_bytes: -4096\n",
+                "store.max_db_bytes (line 2): expected a value in [0, "},
+        BadCase{"store:\n  max_db_bytes: 4096\n",
+                "store.max_db_bytes (line 2): expected 0 (unlimited) or at least 65536, got 4096"},
+        BadCase{"store:\n  retention: 5\n", "unknown key 'store.retention' (line 2)"},
+        BadCase{"store: 5\n", "store (line 1): expected a mapping"},
         BadCase{"grpc: {listen: \"a:1\"}\ngrpc: {listen: \"b:2\"}\n",
                 "duplicate key 'grpc' (line 2)"},
         BadCase{"grpc: [\n", "not valid YAML"},
