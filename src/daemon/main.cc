@@ -91,6 +91,9 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A file size limit (RLIMIT_FSIZE) makes writes fail with EFBIG, which the
+  // state store reports and survives, instead of killing the daemon.
+  signal(SIGXFSZ, SIG_IGN);
 
   entrowatch::daemon::Daemon daemon(config);
   if (absl::Status s = daemon.Start(); !s.ok()) {
