@@ -188,6 +188,14 @@ void StepAggregator::Finalize(uint64_t step, bool complete) {
   has_finalized_ = true;
 }
 
+void StepAggregator::Reset() {
+  pending_.clear();
+  finalized_.clear();
+  has_finalized_ = false;
+  max_finalized_ = 0;
+  grad_disagreements_ = 0;
+}
+
 std::vector<entrowatch::v1::StepSummary> StepAggregator::TakeFinalized() {
   std::vector<entrowatch::v1::StepSummary> out;
   out.swap(finalized_);

@@ -67,6 +67,10 @@ class StepAggregator {
   // Steps finalized since the last call, in increasing step order.
   std::vector<entrowatch::v1::StepSummary> TakeFinalized();
 
+  // Forgets every pending and finalized step (the run is rebuilt from its
+  // durable state).
+  void Reset();
+
   void set_options(AggregationOptions options) { options_ = options; }
   // Restores "steps up to `step` are finalized" (restart from durable state).
   void RestoreFinalized(uint64_t step) {

@@ -25,6 +25,16 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// An Ack naming its report, to be filled.
+Ack AckFor(const Report& report) {
+  Ack ack;
+  ack.set_run_id(report.run_id());
+  ack.set_rank(report.rank());
+  ack.set_seq(report.seq());
+  ack.set_step(report.step());
+  return ack;
+}
+
 // Shape of a validated 2-D / 3-D tensor.
 int64_t Dim(const entrowatch::v1::Tensor& t, int i) { return static_cast<int64_t>(t.shape(i)); }
 
@@ -54,6 +64,16 @@ void ReportProcessor::Reload(const config::Config& config) {
   {
     absl::MutexLock lock(&mu_);
     settings_ = s;
+  }
+  if (store_ != nullptr) {
+    store::StoreLimits limits;
+    limits.retention_steps = config.store.retention_steps;
+    // One seq more than the window, so a restored window knows its floor.
+    limits.seqs_per_rank = config.runs.dedup_window + 1;
+    limits.max_db_bytes = config.store.max_db_bytes;
+    if (absl::Status status = store_->SetLimits(limits); !status.ok()) {
+      spdlog::error("{}", std::string(status.message()));
+    }
   }
   for (const auto& run : registry_.All()) {
     absl::MutexLock lock(&run->mu);
@@ -196,11 +216,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
 }
 
 Ack ReportProcessor::Process(const Report& report) {
-  Ack ack;
-  ack.set_run_id(report.run_id());
-  ack.set_rank(report.rank());
-  ack.set_seq(report.seq());
-  ack.set_step(report.step());
+  Ack ack = AckFor(report);
   const Settings s = settings();
   bool created = false;
   auto run_or = registry_.GetOrCreate(report.run_id(), s.aggregation, &created);
@@ -214,14 +230,21 @@ Ack ReportProcessor::Process(const Report& report) {
   }
   store::RunState& run = **run_or;
   const absl::Time wall = clock_->Wall();
+  auto refuse = [&](const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu) {
+    run.counters.rejected++;
+    ack.set_code(static_cast<int>(status.code()));
+    ack.set_message(std::string(status.message()));
+    return ack;
+  };
   {
     absl::MutexLock lock(&run.mu);
     run.last_activity = clock_->Monotonic();
+    if (absl::Status fresh = Fresh(run); !fresh.ok()) {
+      return refuse(fresh);
+    }
     if (run.finished) {
-      run.counters.rejected++;
-      ack.set_code(static_cast<int>(absl::StatusCode::kFailedPrecondition));
-      ack.set_message(absl::StrCat("run '", run.id, "' was marked finished; use a new run_id"));
-      return ack;
+      return refuse(absl::FailedPreconditionError(
+          absl::StrCat("run '", run.id, "' was marked finished; use a new run_id")));
     }
     auto seen = run.seen.find(report.rank());
     if (report.seq() != 0 && seen != run.seen.end() && seen->second.Contains(report.seq())) {
@@ -237,11 +260,12 @@ Ack ReportProcessor::Process(const Report& report) {
 
   absl::ReleasableMutexLock lock(&run.mu);
   if (!status.ok()) {
-    run.counters.rejected++;
-    ack.set_code(static_cast<int>(status.code()));
-    ack.set_message(std::string(status.message()));
     FillAck(run, &ack);
-    return ack;
+    return refuse(status);
+  }
+  // Another report of the run may have been refused meanwhile.
+  if (absl::Status fresh = Fresh(run); !fresh.ok()) {
+    return refuse(fresh);
   }
   if (report.seq() != 0) {
     run.seen.try_emplace(report.rank(), s.dedup_window).first->second.Insert(report.seq());
@@ -260,7 +284,8 @@ Ack ReportProcessor::Process(const Report& report) {
   }
   const std::vector<float> entropies = contribution.entropies;
   const entrowatch::v1::Phase phase = contribution.phase;
-  if (run.aggregator.Add(std::move(contribution), clock_->Monotonic())) {
+  const bool accepted = run.aggregator.Add(std::move(contribution), clock_->Monotonic());
+  if (accepted) {
     run.counters.accepted++;
     metrics_->TokenEntropies(run.id, phase, entropies);
     batch.has_report = true;
@@ -275,20 +300,19 @@ Ack ReportProcessor::Process(const Report& report) {
     Finish(run);
   }
   FillAck(run, &ack);
-  if (store_ == nullptr) {
-    return ack;
+  std::shared_ptr<store::DurableStore::Pending> pending;
+  if (store_ != nullptr) {
+    pending = Save(run, std::move(batch));
   }
-  auto pending = Save(run, std::move(batch));
   lock.Release();
-  if (absl::Status saved = AwaitSave(pending); !saved.ok()) {
-    Ack failed;
-    failed.set_run_id(report.run_id());
-    failed.set_rank(report.rank());
-    failed.set_seq(report.seq());
-    failed.set_step(report.step());
-    failed.set_code(static_cast<int>(saved.code()));
-    failed.set_message(std::string(saved.message()));
-    return failed;
+  if (pending != nullptr) {
+    if (absl::Status saved = AwaitSave(pending); !saved.ok()) {
+      absl::MutexLock relock(&run.mu);
+      (accepted ? run.counters.accepted : run.counters.late)--;
+      Refused(run, pending->batch.epoch);
+      ack = AckFor(report);  // no step or verdict from the refused state
+      return refuse(saved);
+    }
   }
   return ack;
 }
@@ -296,6 +320,7 @@ Ack ReportProcessor::Process(const Report& report) {
 std::shared_ptr<store::DurableStore::Pending> ReportProcessor::Save(store::RunState& run,
                                                                     store::WriteBatch batch) {
   batch.run_id = run.id;
+  batch.epoch = run.store_epoch;
   batch.world_size = run.world_size;
   batch.finished = run.finished;
   batch.last_report_time = run.last_report_time;
@@ -307,10 +332,77 @@ absl::Status ReportProcessor::AwaitSave(
     const std::shared_ptr<store::DurableStore::Pending>& pending) {
   absl::Status status = store_->Wait(pending);
   if (!status.ok()) {
-    metrics_->StoreFailure();
-    spdlog::error("{}", std::string(status.message()));
+    metrics_->StoreFailure(store::FailureReason(status));
+    metrics_->SetStoreBytes(store_->DiskBytes());
   }
   return status;
+}
+
+void ReportProcessor::Refused(store::RunState& run, uint64_t epoch) {
+  // The store voided every queued batch of this epoch; the first to learn
+  // of it starts the next one.
+  if (run.store_epoch <= epoch) {
+    run.store_epoch = epoch + 1;
+    run.stale = true;
+  }
+  Fresh(run).IgnoreError();  // else retried before the run's next use
+}
+
+absl::Status ReportProcessor::Fresh(store::RunState& run) {
+  if (!run.stale) {
+    return absl::OkStatus();
+  }
+  auto stored = store_->LoadRun(run.id, settings().dedup_window + 1);
+  if (!stored.ok() && !absl::IsNotFound(stored.status())) {
+    return absl::UnavailableError(absl::StrCat(
+        "run '", run.id, "' must be reloaded after a refused write: ", stored.status().message()));
+  }
+  store::StoredRun nothing;
+  nothing.run_id = run.id;
+  Load(run, stored.ok() ? *std::move(stored) : std::move(nothing), /*count_steps=*/false);
+  run.stale = false;
+  return absl::OkStatus();
+}
+
+void ReportProcessor::Load(store::RunState& run, store::StoredRun stored, bool count_steps) {
+  const Settings s = settings();
+  const absl::Duration now = clock_->Monotonic();
+  run.aggregator.Reset();
+  run.history.clear();
+  run.seen.clear();
+  run.unsaved.clear();
+  run.analyzer.reset();
+  run.world_size = stored.world_size;
+  run.finished = stored.finished;
+  run.last_report_time = stored.last_report_time;
+  run.last_activity = now;
+  for (const auto& [rank, seqs] : stored.seqs) {
+    auto& window = run.seen.try_emplace(rank, s.dedup_window).first->second;
+    for (uint64_t seq : seqs) {
+      window.Insert(seq);
+    }
+  }
+  // Replaying the finalized steps rebuilds baselines, states and detectors.
+  analysis::RunAnalyzer& analyzer = Analyzer(run);
+  for (StepSummary& step : stored.steps) {
+    analyzer.Observe(step);
+    if (count_steps) {
+      metrics_->StepFinalized(run.id, step);
+    }
+    run.aggregator.RestoreFinalized(step.step());
+    run.history.push_back(std::move(step));
+    while (static_cast<int>(run.history.size()) > s.history_steps) {
+      run.history.pop_front();
+    }
+  }
+  for (analysis::ReportContribution& c : stored.pending) {
+    run.aggregator.Add(std::move(c), now);
+  }
+  const std::vector<entrowatch::v1::Anomaly> active = analyzer.ActiveAnomalies();
+  metrics_->Health(run.id, analyzer.verdict().state(), active, {});
+  if (health_listener_) {
+    health_listener_(run.id, active, analyzer.verdict());
+  }
 }
 
 absl::Status ReportProcessor::Restore() {
@@ -318,11 +410,10 @@ absl::Status ReportProcessor::Restore() {
     return absl::OkStatus();
   }
   const Settings s = settings();
-  auto runs = store_->LoadAll(s.dedup_window);
+  auto runs = store_->LoadAll(s.dedup_window + 1);
   if (!runs.ok()) {
     return runs.status();
   }
-  const absl::Duration now = clock_->Monotonic();
   for (store::StoredRun& stored : *runs) {
     bool created = false;
     auto run_or = registry_.GetOrCreate(stored.run_id, s.aggregation, &created);
@@ -331,31 +422,7 @@ absl::Status ReportProcessor::Restore() {
     }
     store::RunState& run = **run_or;
     absl::MutexLock lock(&run.mu);
-    run.world_size = stored.world_size;
-    run.finished = stored.finished;
-    run.last_report_time = stored.last_report_time;
-    run.last_activity = now;
-    for (const auto& [rank, seqs] : stored.seqs) {
-      auto& window = run.seen.try_emplace(rank, s.dedup_window).first->second;
-      for (uint64_t seq : seqs) {
-        window.Insert(seq);
-      }
-    }
-    // Replaying the finalized steps rebuilds baselines, states and detectors.
-    analysis::RunAnalyzer& analyzer = Analyzer(run);
-    for (StepSummary& step : stored.steps) {
-      analyzer.Observe(step);
-      metrics_->StepFinalized(run.id, step);
-      run.aggregator.RestoreFinalized(step.step());
-      run.history.push_back(std::move(step));
-      while (static_cast<int>(run.history.size()) > s.history_steps) {
-        run.history.pop_front();
-      }
-    }
-    for (analysis::ReportContribution& c : stored.pending) {
-      run.aggregator.Add(std::move(c), now);
-    }
-    metrics_->Health(run.id, analyzer.verdict().state(), analyzer.ActiveAnomalies(), {});
+    Load(run, std::move(stored), /*count_steps=*/true);
     if (run.last_report_time != absl::InfinitePast()) {
       metrics_->ReportSeen(run.id, absl::ToDoubleSeconds(run.last_report_time - absl::UnixEpoch()));
     }
@@ -364,6 +431,7 @@ absl::Status ReportProcessor::Restore() {
     }
   }
   metrics_->SetRuns(static_cast<int64_t>(registry_.size()));
+  metrics_->SetStoreBytes(store_->DiskBytes());
   spdlog::info("restored {} runs from {}", runs->size(), store_->path());
   return absl::OkStatus();
 }
@@ -492,6 +560,7 @@ absl::StatusOr<RunStatus> ReportProcessor::EndRun(const std::string& run_id) {
   RunStatus status;
   {
     absl::MutexLock lock(&run->mu);
+    RETURN_IF_ERROR(Fresh(*run));
     if (!run->finished) {
       Finish(*run);
     }
@@ -502,7 +571,11 @@ absl::StatusOr<RunStatus> ReportProcessor::EndRun(const std::string& run_id) {
     }
   }
   if (pending != nullptr) {
-    RETURN_IF_ERROR(AwaitSave(pending));
+    if (absl::Status saved = AwaitSave(pending); !saved.ok()) {
+      absl::MutexLock lock(&run->mu);
+      Refused(*run, pending->batch.epoch);
+      return saved;
+    }
   }
   return status;
 }
@@ -514,15 +587,22 @@ void ReportProcessor::Sweep() {
     std::shared_ptr<store::DurableStore::Pending> pending;
     {
       absl::MutexLock lock(&run->mu);
+      if (!Fresh(*run).ok()) {
+        continue;  // still stale; retried at the next sweep
+      }
       run->aggregator.Sweep(now);
       Drain(*run);
       if (store_ != nullptr && !run->unsaved.empty()) {
         pending = Save(*run, store::WriteBatch());
       }
     }
-    if (pending != nullptr) {
-      AwaitSave(pending).IgnoreError();  // logged and counted; contributions stay on disk
+    if (pending != nullptr && !AwaitSave(pending).ok()) {
+      absl::MutexLock lock(&run->mu);
+      Refused(*run, pending->batch.epoch);  // the steps finalize again from their contributions
     }
+  }
+  if (store_ != nullptr) {
+    metrics_->SetStoreBytes(store_->DiskBytes());
   }
   const auto expired = registry_.ExpireIdle(now, s.idle_expiry);
   for (const auto& run : expired) {

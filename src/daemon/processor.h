@@ -26,7 +26,11 @@ namespace entrowatch::daemon {
 class ReportProcessor final : public ingest::RunDirectory, public ingest::IngestObserver {
  public:
   // engine, metrics, clock and store (null: in memory only) must outlive the
-  // processor. With a store, a report is acknowledged once durable.
+  // processor. With a store, a report is acknowledged once durable; a report
+  // whose write is refused (disk full, store.max_db_bytes, I/O error) is
+  // answered UNAVAILABLE and its run is rebuilt from the store, so memory
+  // holds nothing that is not on disk and a resend is accepted, not taken
+  // for a duplicate.
   ReportProcessor(const config::Config& config, compute::EntropyEngine* engine,
                   exporter::Metrics* metrics, common::Clock* clock,
                   store::DurableStore* store = nullptr);
@@ -86,8 +90,17 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   // Queues the run's unsaved steps (and the report, if any) for the store.
   std::shared_ptr<store::DurableStore::Pending> Save(store::RunState& run, store::WriteBatch batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
-  // Waits for a queued save; a failure is logged and counted.
+  // Waits for a queued save; a failure is counted (the store logs it).
   absl::Status AwaitSave(const std::shared_ptr<store::DurableStore::Pending>& pending);
+  // After a refused save of the given epoch: marks the run stale (once per
+  // epoch) and rebuilds it.
+  void Refused(store::RunState& run, uint64_t epoch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  // Rebuilds a stale run from the store; UNAVAILABLE while it cannot be read.
+  absl::Status Fresh(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+  // Replaces the run's state with a stored one (replaying its steps through a
+  // fresh analyzer); count_steps: the steps are new to the metrics.
+  void Load(store::RunState& run, store::StoredRun stored, bool count_steps)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   analysis::RunAnalyzer& Analyzer(store::RunState& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
 
   compute::EntropyEngine* const engine_;

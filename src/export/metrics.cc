@@ -69,7 +69,9 @@ constexpr MetricSpec kCatalog[] = {
     {"entrowatch_rows_skipped_total", "Logits rows skipped (skip_nonfinite_rows)."},
     {"entrowatch_runs", "Runs tracked."},
     {"entrowatch_store_failures_total",
-     "Failed writes of the state database (state_dir); affected reports were refused."},
+     "Refused writes of the state database (state_dir) by reason: full (disk full or "
+     "store.max_db_bytes), io or other; the affected reports were refused with UNAVAILABLE."},
+    {"entrowatch_store_db_bytes", "Bytes of the state database and its WAL on disk."},
     {"entrowatch_build_info", "Version and compute backend of this entrowatchd."},
 };
 
@@ -198,6 +200,7 @@ Metrics::Metrics(const MetricsOptions& options)
   rows_skipped_ = CounterFamily("entrowatch_rows_skipped_total", r);
   runs_ = GaugeFamily("entrowatch_runs", r);
   store_failures_ = CounterFamily("entrowatch_store_failures_total", r);
+  store_bytes_ = GaugeFamily("entrowatch_store_db_bytes", r);
   build_info_ = GaugeFamily("entrowatch_build_info", r);
 
   // Series that exist from the start, so rate() and alerts see zeros.
@@ -210,7 +213,9 @@ Metrics::Metrics(const MetricsOptions& options)
   queue_bytes_->Add({});
   compute_degraded_->Add({});
   runs_->Add({});
-  store_failures_->Add({});
+  for (const char* reason : {"full", "io", "other"}) {
+    store_failures_->Add({{"reason", reason}});
+  }
   SetBackend(options.backend);
 }
 
@@ -334,7 +339,13 @@ void Metrics::SetBackend(const std::string& backend) {
   compute_histograms_.clear();
 }
 
-void Metrics::StoreFailure() { store_failures_->Add({}).Increment(); }
+void Metrics::StoreFailure(absl::string_view reason) {
+  store_failures_->Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void Metrics::SetStoreBytes(int64_t bytes) {
+  store_bytes_->Add({}).Set(static_cast<double>(bytes));
+}
 
 void Metrics::SetRuns(int64_t runs) { runs_->Add({}).Set(static_cast<double>(runs)); }
 

@@ -58,7 +58,9 @@ class Metrics {
   void SetComputeDegraded(bool degraded);
   void SetBackend(const std::string& backend);
   void SetRuns(int64_t runs);
-  void StoreFailure();
+  // A write of the state database failed; reason: full, io or other.
+  void StoreFailure(absl::string_view reason);
+  void SetStoreBytes(int64_t bytes);
 
   // Runs. Each call is cheap after the first for a run.
   void TokenEntropies(const std::string& run, entrowatch::v1::Phase phase,
@@ -116,6 +118,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* rows_skipped_;
   prometheus::Family<prometheus::Gauge>* runs_;
   prometheus::Family<prometheus::Counter>* store_failures_;
+  prometheus::Family<prometheus::Gauge>* store_bytes_;
   prometheus::Family<prometheus::Gauge>* build_info_;
 
   mutable absl::Mutex mu_;

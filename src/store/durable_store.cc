@@ -2,11 +2,15 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 
 namespace entrowatch::store {
 namespace {
@@ -74,6 +78,13 @@ class Reader {
   size_t pos_ = 0;
 };
 
+constexpr char kReasonUrl[] = "type.entrowatch.dev/store.failure_reason";
+
+int64_t FileBytes(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
 int64_t ToNanos(absl::Time t) {
   return t == absl::InfinitePast() ? INT64_MIN : absl::ToUnixNanos(t);
 }
@@ -112,7 +123,27 @@ std::string Column(sqlite3_stmt* s, int i) {
   return std::string(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(s, i)));
 }
 
+std::string Text(sqlite3_stmt* s, int i) {
+  return reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+}
+
 }  // namespace
+
+absl::string_view FailureReason(const absl::Status& status) {
+  if (status.ok()) {
+    return "";
+  }
+  const auto reason = status.GetPayload(kReasonUrl);
+  if (!reason.has_value()) {
+    return "other";
+  }
+  for (absl::string_view known : {"full", "io", "other"}) {
+    if (*reason == known) {
+      return known;
+    }
+  }
+  return "other";
+}
 
 std::string EncodeContribution(const analysis::ReportContribution& c) {
   Writer w;
@@ -183,7 +214,7 @@ absl::StatusOr<std::unique_ptr<DurableStore>> DurableStore::Open(const std::stri
     return absl::FailedPreconditionError(
         absl::StrCat("state_dir: cannot open '", path, "': ", error));
   }
-  std::unique_ptr<DurableStore> store(new DurableStore(db, path));
+  std::unique_ptr<DurableStore> store(new DurableStore(db, dir, path));
   for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
                           "PRAGMA busy_timeout=5000", kSchema}) {
     if (absl::Status s = store->Exec(sql); !s.ok()) {
@@ -191,11 +222,23 @@ absl::StatusOr<std::unique_ptr<DurableStore>> DurableStore::Open(const std::stri
           absl::StrCat("state_dir: cannot initialize '", path, "': ", s.message()));
     }
   }
+  {
+    absl::MutexLock db_lock(&store->db_mu_);
+    Statement page_size(db, "PRAGMA page_size");
+    Statement max_pages(db, "PRAGMA max_page_count");
+    if (page_size.Step() != SQLITE_ROW || max_pages.Step() != SQLITE_ROW) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("state_dir: cannot initialize '", path, "': ", sqlite3_errmsg(db)));
+    }
+    store->page_size_ = sqlite3_column_int64(page_size.get(), 0);
+    store->unlimited_pages_ = sqlite3_column_int64(max_pages.get(), 0);
+  }
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
   return store;
 }
 
-DurableStore::DurableStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+DurableStore::DurableStore(sqlite3* db, std::string dir, std::string path)
+    : db_(db), dir_(std::move(dir)), path_(std::move(path)) {}
 
 DurableStore::~DurableStore() {
   {
@@ -249,30 +292,147 @@ void DurableStore::WriterLoop() {
       }
       group.swap(queue_);
     }
+    std::vector<absl::Status> results(group.size());
+    std::vector<bool> written(group.size(), false);
     absl::Status status;
     {
       absl::MutexLock db_lock(&db_mu_);
-      status = Exec("BEGIN IMMEDIATE");
-      for (const auto& p : group) {
+      status = Exec("BEGIN IMMEDIATE").ok() ? absl::OkStatus() : WriteFailure();
+      for (size_t i = 0; i < group.size(); ++i) {
+        const WriteBatch& batch = group[i]->batch;
+        auto voided = voided_.find(batch.run_id);
+        if (voided != voided_.end() && batch.epoch <= voided->second.epoch) {
+          results[i] = voided->second.status;
+          continue;
+        }
+        written[i] = true;
         if (status.ok()) {
-          status = WriteOne(p->batch);
+          status = WriteOne(batch);
         }
       }
-      status = status.ok() ? Exec("COMMIT") : status;
-      if (!status.ok()) {
-        Exec("ROLLBACK").IgnoreError();
-        status = absl::UnavailableError(
-            absl::StrCat("cannot write the state database '", path_,
-                         "' (disk full or not writable?): ", status.message()));
+      if (status.ok() && !Exec("COMMIT").ok()) {
+        status = WriteFailure();
       }
+      if (!status.ok()) {
+        Exec("ROLLBACK").IgnoreError();  // SQLite may have rolled back already
+        rows_.clear();
+        for (size_t i = 0; i < group.size(); ++i) {
+          if (written[i]) {
+            Voided& v = voided_[group[i]->batch.run_id];
+            v.epoch = std::max(v.epoch, group[i]->batch.epoch);
+            v.status = status;
+          }
+        }
+      }
+      // One log line per kind of failure, not one per refused report.
+      const std::string condition(FailureReason(status));
+      if (!status.ok() && condition != failing_) {
+        spdlog::error("{}; reports are refused with UNAVAILABLE until it is writable again",
+                      std::string(status.message()));
+      } else if (status.ok() && !failing_.empty()) {
+        spdlog::info("the state database '{}' is writable again", path_);
+      }
+      failing_ = condition;
     }
     absl::MutexLock lock(&mu_);
     (status.ok() ? commits_ : failures_) += 1;
-    for (const auto& p : group) {
-      p->status = status;
-      p->done = true;
+    for (size_t i = 0; i < group.size(); ++i) {
+      group[i]->status = written[i] ? status : results[i];
+      group[i]->done = true;
     }
   }
+}
+
+absl::Status DurableStore::WriteFailure() {
+  const int code = sqlite3_extended_errcode(db_);
+  const std::string error = sqlite3_errmsg(db_);
+  const char* reason = "other";
+  std::string message;
+  switch (code & 0xff) {
+    case SQLITE_FULL: {
+      reason = "full";
+      struct statvfs fs {};
+      const std::string space =
+          statvfs(dir_.c_str(), &fs) == 0
+              ? absl::StrCat(static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize, " bytes free")
+              : std::string("free space unknown");
+      message = absl::StrCat("the state database '", path_,
+                             "' is full (store.max_db_bytes=", limits_.max_db_bytes,
+                             limits_.max_db_bytes == 0 ? ", unlimited" : "", "; ", space,
+                             " on its file system): ", error);
+      break;
+    }
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM: {
+      reason = "io";
+      const int os_error = sqlite3_system_errno(db_);
+      message = absl::StrCat("cannot write the state database '", path_, "': ", error,
+                             os_error != 0 ? absl::StrCat(" (", std::strerror(os_error), ")") : "");
+      break;
+    }
+    default:
+      message = absl::StrCat("cannot write the state database '", path_, "': ", error);
+  }
+  absl::Status status = absl::UnavailableError(message);
+  status.SetPayload(kReasonUrl, absl::Cord(reason));
+  return status;
+}
+
+absl::Status DurableStore::SetLimits(const StoreLimits& limits) {
+  absl::MutexLock db_lock(&db_mu_);
+  const int64_t pages = limits.max_db_bytes > 0
+                            ? std::max<int64_t>(1, limits.max_db_bytes / page_size_)
+                            : unlimited_pages_;
+  if (absl::Status s = Exec(absl::StrCat("PRAGMA max_page_count = ", pages).c_str()); !s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot limit the state database '", path_, "': ", s.message()));
+  }
+  limits_ = limits;
+  rows_.clear();  // counts were not kept while no limit applied
+  return absl::OkStatus();
+}
+
+absl::Status DurableStore::Trim(const std::string& run_id, int64_t rank, int64_t added,
+                                int64_t keep) {
+  if (keep <= 0 || added == 0) {
+    return absl::OkStatus();
+  }
+  const bool steps = rank < 0;
+  auto [rows, fresh] = rows_.try_emplace({run_id, rank}, 0);
+  if (fresh) {
+    Statement count(db_, steps ? "SELECT count(*) FROM steps WHERE run_id = ?1"
+                               : "SELECT count(*) FROM seqs WHERE run_id = ?1 AND rank = ?2");
+    count.Bind(1, run_id);
+    if (!steps) {
+      count.Bind(2, rank);
+    }
+    if (count.Step() != SQLITE_ROW) {
+      rows_.erase(rows);
+      return WriteFailure();
+    }
+    rows->second = sqlite3_column_int64(count.get(), 0);
+  } else {
+    rows->second += added;
+  }
+  if (rows->second <= keep) {
+    return absl::OkStatus();
+  }
+  Statement drop(db_, steps
+                          ? "DELETE FROM steps WHERE run_id = ?1 AND step IN (SELECT step FROM "
+                            "steps WHERE run_id = ?1 ORDER BY step LIMIT ?3)"
+                          : "DELETE FROM seqs WHERE run_id = ?1 AND rank = ?2 AND seq IN (SELECT "
+                            "seq FROM seqs WHERE run_id = ?1 AND rank = ?2 ORDER BY seq LIMIT ?3)");
+  drop.Bind(1, run_id).Bind(3, rows->second - keep);
+  if (!steps) {
+    drop.Bind(2, rank);
+  }
+  if (drop.Step() != SQLITE_DONE) {
+    return WriteFailure();
+  }
+  rows->second = keep;
+  return absl::OkStatus();
 }
 
 absl::Status DurableStore::WriteOne(const WriteBatch& b) {
@@ -286,7 +446,7 @@ absl::Status DurableStore::WriteOne(const WriteBatch& b) {
       .Bind(3, int64_t{b.finished})
       .Bind(4, ToNanos(b.last_report_time));
   if (run.Step() != SQLITE_DONE) {
-    return absl::UnavailableError(sqlite3_errmsg(db_));
+    return WriteFailure();
   }
   if (b.has_report) {
     Statement add(db_, "INSERT INTO contributions(run_id, step, data) VALUES(?, ?, ?)");
@@ -294,93 +454,170 @@ absl::Status DurableStore::WriteOne(const WriteBatch& b) {
         .Bind(2, static_cast<int64_t>(b.contribution.step))
         .BindBlob(3, EncodeContribution(b.contribution));
     if (add.Step() != SQLITE_DONE) {
-      return absl::UnavailableError(sqlite3_errmsg(db_));
+      return WriteFailure();
     }
     if (b.seq != 0) {
       Statement seq(db_, "INSERT OR IGNORE INTO seqs(run_id, rank, seq) VALUES(?, ?, ?)");
       seq.Bind(1, b.run_id).Bind(2, int64_t{b.rank}).Bind(3, static_cast<int64_t>(b.seq));
       if (seq.Step() != SQLITE_DONE) {
-        return absl::UnavailableError(sqlite3_errmsg(db_));
+        return WriteFailure();
+      }
+      if (absl::Status s = Trim(b.run_id, b.rank, sqlite3_changes(db_), limits_.seqs_per_rank);
+          !s.ok()) {
+        return s;
       }
     }
   }
+  int64_t added = 0;
   for (const auto& step : b.finalized) {
-    Statement put(db_, "INSERT OR REPLACE INTO steps(run_id, step, summary) VALUES(?, ?, ?)");
-    put.Bind(1, b.run_id)
-        .Bind(2, static_cast<int64_t>(step.step()))
-        .BindBlob(3, step.SerializeAsString());
+    const std::string summary = step.SerializeAsString();
+    Statement put(db_, "INSERT OR IGNORE INTO steps(run_id, step, summary) VALUES(?, ?, ?)");
+    put.Bind(1, b.run_id).Bind(2, static_cast<int64_t>(step.step())).BindBlob(3, summary);
+    if (put.Step() != SQLITE_DONE) {
+      return WriteFailure();
+    }
+    if (sqlite3_changes(db_) == 1) {
+      ++added;
+    } else {
+      Statement replace(db_, "UPDATE steps SET summary = ?3 WHERE run_id = ?1 AND step = ?2");
+      replace.Bind(1, b.run_id).Bind(2, static_cast<int64_t>(step.step())).BindBlob(3, summary);
+      if (replace.Step() != SQLITE_DONE) {
+        return WriteFailure();
+      }
+    }
     Statement drop(db_, "DELETE FROM contributions WHERE run_id = ? AND step = ?");
     drop.Bind(1, b.run_id).Bind(2, static_cast<int64_t>(step.step()));
-    if (put.Step() != SQLITE_DONE || drop.Step() != SQLITE_DONE) {
-      return absl::UnavailableError(sqlite3_errmsg(db_));
+    if (drop.Step() != SQLITE_DONE) {
+      return WriteFailure();
     }
   }
-  return absl::OkStatus();
+  return Trim(b.run_id, -1, added, limits_.retention_steps);
 }
 
 absl::StatusOr<std::vector<StoredRun>> DurableStore::LoadAll(int64_t seqs_per_rank) {
   absl::MutexLock db_lock(&db_mu_);
+  return Load(nullptr, seqs_per_rank);
+}
+
+absl::StatusOr<StoredRun> DurableStore::LoadRun(const std::string& run_id, int64_t seqs_per_rank) {
+  absl::MutexLock db_lock(&db_mu_);
+  auto runs = Load(&run_id, seqs_per_rank);
+  if (!runs.ok()) {
+    return runs.status();
+  }
+  if (runs->empty()) {
+    return absl::NotFoundError(absl::StrCat("run '", run_id, "' is not in the state database"));
+  }
+  return std::move(runs->front());
+}
+
+absl::StatusOr<std::vector<StoredRun>> DurableStore::Load(const std::string* only_run,
+                                                          int64_t seqs_per_rank) {
+  const std::string where = only_run != nullptr ? " WHERE run_id = ?1" : "";
+  auto query = [&](const std::string& sql) {
+    auto statement = std::make_unique<Statement>(db_, sql.c_str());
+    if (only_run != nullptr) {
+      statement->Bind(1, *only_run);
+    }
+    return statement;
+  };
+  // A read that ends early must not pass for a smaller run.
+  auto read_error = [&] {
+    return absl::UnavailableError(
+        absl::StrCat("cannot read the state database '", path_, "': ", sqlite3_errmsg(db_)));
+  };
   std::vector<StoredRun> runs;
   std::map<std::string, size_t> index;
-  Statement r(db_, "SELECT run_id, world_size, finished, last_report_ns FROM runs ORDER BY run_id");
-  while (r.Step() == SQLITE_ROW) {
+  auto r = query(absl::StrCat("SELECT run_id, world_size, finished, last_report_ns FROM runs",
+                              where, " ORDER BY run_id"));
+  int rc;
+  while ((rc = r->Step()) == SQLITE_ROW) {
     StoredRun run;
-    run.run_id = reinterpret_cast<const char*>(sqlite3_column_text(r.get(), 0));
-    run.world_size = static_cast<uint32_t>(sqlite3_column_int64(r.get(), 1));
-    run.finished = sqlite3_column_int64(r.get(), 2) != 0;
-    run.last_report_time = FromNanos(sqlite3_column_int64(r.get(), 3));
+    run.run_id = Text(r->get(), 0);
+    run.world_size = static_cast<uint32_t>(sqlite3_column_int64(r->get(), 1));
+    run.finished = sqlite3_column_int64(r->get(), 2) != 0;
+    run.last_report_time = FromNanos(sqlite3_column_int64(r->get(), 3));
     index[run.run_id] = runs.size();
     runs.push_back(std::move(run));
   }
-  Statement s(db_, "SELECT run_id, summary FROM steps ORDER BY run_id, step");
-  while (s.Step() == SQLITE_ROW) {
-    auto it = index.find(reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0)));
+  if (rc != SQLITE_DONE) {
+    return read_error();
+  }
+  auto s =
+      query(absl::StrCat("SELECT run_id, summary FROM steps", where, " ORDER BY run_id, step"));
+  while ((rc = s->Step()) == SQLITE_ROW) {
+    auto it = index.find(Text(s->get(), 0));
     entrowatch::v1::StepSummary summary;
-    if (it == index.end() || !summary.ParseFromString(Column(s.get(), 1))) {
+    if (it == index.end() || !summary.ParseFromString(Column(s->get(), 1))) {
       return absl::DataLossError("corrupt step record in the state database");
     }
     runs[it->second].steps.push_back(std::move(summary));
   }
-  Statement c(db_, "SELECT run_id, data FROM contributions ORDER BY id");
-  while (c.Step() == SQLITE_ROW) {
-    auto it = index.find(reinterpret_cast<const char*>(sqlite3_column_text(c.get(), 0)));
+  if (rc != SQLITE_DONE) {
+    return read_error();
+  }
+  auto c = query(absl::StrCat("SELECT run_id, data FROM contributions", where, " ORDER BY id"));
+  while ((rc = c->Step()) == SQLITE_ROW) {
+    auto it = index.find(Text(c->get(), 0));
     if (it == index.end()) {
       return absl::DataLossError("contribution of an unknown run in the state database");
     }
-    auto contribution = DecodeContribution(Column(c.get(), 1));
+    auto contribution = DecodeContribution(Column(c->get(), 1));
     if (!contribution.ok()) {
       return contribution.status();
     }
     runs[it->second].pending.push_back(*std::move(contribution));
   }
-  Statement q(db_,
-              "SELECT run_id, rank, seq FROM (SELECT run_id, rank, seq, row_number() OVER "
-              "(PARTITION BY run_id, rank ORDER BY seq DESC) AS n FROM seqs) WHERE n <= ? "
-              "ORDER BY run_id, rank, seq");
-  q.Bind(1, seqs_per_rank);
-  while (q.Step() == SQLITE_ROW) {
-    auto it = index.find(reinterpret_cast<const char*>(sqlite3_column_text(q.get(), 0)));
+  if (rc != SQLITE_DONE) {
+    return read_error();
+  }
+  auto q = query(
+      absl::StrCat("SELECT run_id, rank, seq FROM (SELECT run_id, rank, seq, row_number() OVER "
+                   "(PARTITION BY run_id, rank ORDER BY seq DESC) AS n FROM seqs",
+                   where, ") WHERE n <= ?2 ORDER BY run_id, rank, seq"));
+  q->Bind(2, seqs_per_rank);
+  while ((rc = q->Step()) == SQLITE_ROW) {
+    auto it = index.find(Text(q->get(), 0));
     if (it != index.end()) {
-      runs[it->second].seqs[static_cast<uint32_t>(sqlite3_column_int64(q.get(), 1))].push_back(
-          static_cast<uint64_t>(sqlite3_column_int64(q.get(), 2)));
+      runs[it->second].seqs[static_cast<uint32_t>(sqlite3_column_int64(q->get(), 1))].push_back(
+          static_cast<uint64_t>(sqlite3_column_int64(q->get(), 2)));
     }
+  }
+  if (rc != SQLITE_DONE) {
+    return read_error();
   }
   return runs;
 }
 
 absl::Status DurableStore::ForgetRun(const std::string& run_id) {
   absl::MutexLock db_lock(&db_mu_);
+  absl::Status status = Exec("BEGIN IMMEDIATE").ok() ? absl::OkStatus() : WriteFailure();
   for (const char* sql :
        {"DELETE FROM runs WHERE run_id = ?", "DELETE FROM steps WHERE run_id = ?",
         "DELETE FROM contributions WHERE run_id = ?", "DELETE FROM seqs WHERE run_id = ?"}) {
+    if (!status.ok()) {
+      break;
+    }
     Statement s(db_, sql);
     s.Bind(1, run_id);
     if (s.Step() != SQLITE_DONE) {
-      return absl::UnavailableError(sqlite3_errmsg(db_));
+      status = WriteFailure();
     }
   }
+  if (status.ok() && !Exec("COMMIT").ok()) {
+    status = WriteFailure();
+  }
+  if (!status.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    rows_.clear();
+    return status;
+  }
+  voided_.erase(run_id);
+  rows_.erase(rows_.lower_bound({run_id, INT64_MIN}), rows_.upper_bound({run_id, INT64_MAX}));
   return absl::OkStatus();
 }
+
+int64_t DurableStore::DiskBytes() const { return FileBytes(path_) + FileBytes(path_ + "-wal"); }
 
 uint64_t DurableStore::commits() const {
   absl::MutexLock lock(&mu_);

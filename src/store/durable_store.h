@@ -9,7 +9,9 @@
 //
 // Writes are group-committed by one writer thread: Commit() blocks until the
 // batch is durable, so a report is acknowledged only after its effect is on
-// disk. Thread-safe.
+// disk. A failed write is a status naming the database and the cause, never
+// a silent loss; the first failure of a kind is logged, then the recovery.
+// Thread-safe.
 
 #include <cstdint>
 #include <deque>
@@ -17,9 +19,11 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "analysis/step_aggregator.h"
@@ -32,6 +36,11 @@ namespace entrowatch::store {
 // Everything one accepted report changes.
 struct WriteBatch {
   std::string run_id;
+  // The run's in-memory generation. A failed commit voids every batch of the
+  // run queued with an epoch up to its own: they were built on in-memory
+  // state that included the refused changes. The caller rebuilds the run
+  // (LoadRun) and queues later batches with a higher epoch.
+  uint64_t epoch = 0;
   uint32_t world_size = 1;
   absl::Time last_report_time = absl::InfinitePast();
   bool has_report = false;  // false: only finalized steps / finished flag
@@ -52,6 +61,23 @@ struct StoredRun {
   std::map<uint32_t, std::vector<uint64_t>> seqs;     // per rank, ascending
 };
 
+// Bounds on the database (config `store:`); 0 means none.
+struct StoreLimits {
+  // Finalized step summaries kept per run; the oldest are deleted in the
+  // transaction that adds new ones.
+  int64_t retention_steps = 0;
+  // Seqs kept per (run, rank), the newest.
+  int64_t seqs_per_rank = 0;
+  // Size of the database file (PRAGMA max_page_count). A write that would
+  // grow it further fails as "full", like a full disk.
+  int64_t max_db_bytes = 0;
+};
+
+// Why a write failed, for a status returned by Wait(), Commit() or
+// ForgetRun(): "full" (disk full or max_db_bytes reached), "io" (I/O error,
+// file size limit, not writable) or "other"; "" when it did not fail.
+absl::string_view FailureReason(const absl::Status& status);
+
 class DurableStore {
  public:
   // Creates the directory if needed and opens (or creates) the database.
@@ -65,29 +91,63 @@ class DurableStore {
   // Queues a batch without blocking; batches are written in queue order, so
   // callers queue under the lock that ordered their in-memory changes.
   std::shared_ptr<Pending> Enqueue(WriteBatch batch);
-  // Blocks until the queued batch is committed (with others written meanwhile).
+  // Blocks until the queued batch is committed (with others written
+  // meanwhile). A failure is UNAVAILABLE with a message naming the database,
+  // and FailureReason() tells its kind; nothing of the batch was written.
   absl::Status Wait(const std::shared_ptr<Pending>& pending);
   absl::Status Commit(WriteBatch batch) { return Wait(Enqueue(std::move(batch))); }
 
-  // Every run, for start-up.
+  // Applies new limits; they hold from the next transaction. A size cap
+  // below the current size keeps the database at its current size.
+  absl::Status SetLimits(const StoreLimits& limits);
+
+  // Every run, for start-up: at most seqs_per_rank newest seqs per rank.
   absl::StatusOr<std::vector<StoredRun>> LoadAll(int64_t seqs_per_rank);
+  // One run as committed; NotFound when nothing of it is stored.
+  absl::StatusOr<StoredRun> LoadRun(const std::string& run_id, int64_t seqs_per_rank);
 
   // Deletes a run (idle expiry).
   absl::Status ForgetRun(const std::string& run_id);
+
+  // Bytes of the database file and its WAL on disk.
+  int64_t DiskBytes() const;
 
   const std::string& path() const { return path_; }
   uint64_t commits() const;
   uint64_t failures() const;
 
  private:
-  DurableStore(sqlite3* db, std::string path);
+  struct Voided {
+    uint64_t epoch = 0;
+    absl::Status status;
+  };
+
+  DurableStore(sqlite3* db, std::string dir, std::string path);
   void WriterLoop();
-  absl::Status WriteOne(const WriteBatch& batch);
+  absl::Status WriteOne(const WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  // Keeps the newest `keep` rows of a run's steps (rank -1) or of a (run,
+  // rank)'s seqs, `added` rows having just been inserted; 0 keeps all.
+  absl::Status Trim(const std::string& run_id, int64_t rank, int64_t added, int64_t keep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  // The status of a failed transaction, from the connection's last error.
+  absl::Status WriteFailure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  absl::StatusOr<std::vector<StoredRun>> Load(const std::string* only_run, int64_t seqs_per_rank)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status Exec(const char* sql);
 
   sqlite3* const db_;
+  const std::string dir_;
   const std::string path_;
   absl::Mutex db_mu_;  // one SQLite connection
+  StoreLimits limits_ ABSL_GUARDED_BY(db_mu_);
+  int64_t page_size_ ABSL_GUARDED_BY(db_mu_) = 4096;
+  int64_t unlimited_pages_ ABSL_GUARDED_BY(db_mu_) = 0;  // SQLite's own max_page_count
+  // Rows per (run, rank) (rank -1: steps), counted once and kept up to date
+  // while limits apply; forgotten when a transaction fails.
+  std::map<std::pair<std::string, int64_t>, int64_t> rows_ ABSL_GUARDED_BY(db_mu_);
+  // Per run: batches up to this epoch fail with this status.
+  std::map<std::string, Voided> voided_ ABSL_GUARDED_BY(db_mu_);
+  std::string failing_ ABSL_GUARDED_BY(db_mu_);  // the logged failure, until a commit succeeds
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -60,6 +60,11 @@ struct RunState {
   absl::Duration last_activity ABSL_GUARDED_BY(mu);  // monotonic
   // Finalized steps not yet handed to the durable store.
   std::vector<entrowatch::v1::StepSummary> unsaved ABSL_GUARDED_BY(mu);
+  // Generation of this state for the durable store (WriteBatch::epoch).
+  uint64_t store_epoch ABSL_GUARDED_BY(mu) = 0;
+  // A write was refused after this state took its changes in: the state is
+  // rebuilt from the store before it is used again.
+  bool stale ABSL_GUARDED_BY(mu) = false;
   // Created with the run's resolved thresholds on its first finalized step.
   std::unique_ptr<analysis::RunAnalyzer> analyzer ABSL_GUARDED_BY(mu);
 };
