@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,6 +84,11 @@ absl::Status DaemonProcess::Launch(absl::Duration ready_timeout) {
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
+    if (file_size_limit_ > 0) {
+      const rlimit limit{static_cast<rlim_t>(file_size_limit_),
+                         static_cast<rlim_t>(file_size_limit_)};
+      setrlimit(RLIMIT_FSIZE, &limit);
+    }
     execl(binary.c_str(), binary.c_str(), "--config", config_path_.c_str(), "--ready-file",
           ready.c_str(), static_cast<char*>(nullptr));
     _exit(127);

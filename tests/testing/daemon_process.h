@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -35,6 +36,8 @@ class DaemonProcess {
   // Starts the daemon again with the same config and directory (after it
   // exited or was killed).
   absl::Status Restart(absl::Duration ready_timeout = absl::Seconds(20));
+  // RLIMIT_FSIZE (bytes) of the daemon from the next Restart(); 0: none set.
+  void set_file_size_limit(int64_t bytes) { file_size_limit_ = bytes; }
   // Waits for the process to exit; its exit status (WEXITSTATUS) or an error
   // on timeout.
   absl::StatusOr<int> Wait(absl::Duration timeout);
@@ -52,6 +55,7 @@ class DaemonProcess {
   std::string metrics_address_;
   pid_t pid_ = -1;
   bool exited_ = false;
+  int64_t file_size_limit_ = 0;
 };
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
