@@ -3,9 +3,10 @@
 // Durable run state in SQLite (WAL mode) under state_dir. The log of accepted
 // report contributions is the source of truth for steps still pending; a
 // step's summary replaces its contributions in the same transaction when it
-// is finalized. On restart every run is rebuilt by replaying its finalized
-// summaries through a fresh analyzer (baselines and detectors are
-// deterministic functions of them) and re-adding its pending contributions.
+// is finalized. On restart every run is rebuilt by replaying its retained
+// finalized summaries (StoreLimits) through a fresh analyzer (baselines and
+// detectors are deterministic functions of them) and re-adding its pending
+// contributions.
 //
 // Writes are group-committed by one writer thread: Commit() blocks until the
 // batch is durable, so a report is acknowledged only after its effect is on

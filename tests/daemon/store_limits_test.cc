@@ -291,7 +291,8 @@ TEST(StoreLimitsTest, SizeCapRefusesWithUnavailableAndLosesNothingAcknowledged) 
   EXPECT_EQ(outcome.refusal.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(outcome.refusal.error_message(), HasSubstr("'" + state.db() + "' is full"));
   EXPECT_THAT(outcome.refusal.error_message(), HasSubstr("store.max_db_bytes=524288"));
-  EXPECT_LE(Query(state.db(), "PRAGMA page_count")[0] * 4096, 524288u);
+  EXPECT_LE(Query(state.db(), "PRAGMA page_count")[0] * Query(state.db(), "PRAGMA page_size")[0],
+            524288u);
 
   // The daemon is up and says what happened: once in the log, per refused
   // report in the metric; memory holds only what was acknowledged.
@@ -349,9 +350,10 @@ TEST(StoreLimitsTest, FileSizeLimitFailsWritesWithoutKillingTheDaemon) {
   d.Signal(SIGTERM);
   ASSERT_TRUE(d.Wait(absl::Seconds(20)).ok());
   // The write-ahead log starts empty after a clean stop; its frames are 24 +
-  // 4096 bytes after a 32-byte header. A limit on a frame boundary makes the
-  // write of the first frame past it fail with EFBIG (no partial write).
-  const int64_t limit = 32 + 128 * (24 + 4096);
+  // page size bytes after a 32-byte header. A limit on a frame boundary makes
+  // the write of the first frame past it fail with EFBIG (no partial write).
+  const int64_t page_size = static_cast<int64_t>(Query(state.db(), "PRAGMA page_size")[0]);
+  const int64_t limit = 32 + 128 * (24 + page_size);
   ASSERT_LT(FileSize(state.db()), limit / 2);
   ASSERT_LT(FileSize(d.dir() + "/daemon.log"), limit / 2);
   d.set_file_size_limit(limit);
