@@ -80,6 +80,10 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     RETURN_IF_ERROR(m.Get("queue_max_bytes", &c->ingest.queue_max_bytes));
     RETURN_IF_ERROR(CheckRange<int64_t>(m, "queue_max_bytes", c->ingest.queue_max_bytes, 1 << 20,
                                         int64_t{1} << 40));
+    RETURN_IF_ERROR(m.Get("memory_limit_bytes", &c->ingest.memory_limit_bytes));
+    RETURN_IF_ERROR(m.Get("max_waiting_reports", &c->ingest.max_waiting_reports));
+    RETURN_IF_ERROR(
+        CheckRange<int64_t>(m, "max_waiting_reports", c->ingest.max_waiting_reports, 1, 1 << 20));
     RETURN_IF_ERROR(m.Get("max_rows_per_report", &c->ingest.max_rows_per_report));
     RETURN_IF_ERROR(CheckRange<int64_t>(m, "max_rows_per_report", c->ingest.max_rows_per_report, 1,
                                         int64_t{1} << 30));
@@ -191,7 +195,17 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
   }));
   RETURN_IF_ERROR(
       root.Child("analysis", [&](YamlMap& m) { return ParseAnalysisConfig(m, &c->analysis); }));
-  return root.CheckNoUnknownKeys();
+  RETURN_IF_ERROR(root.CheckNoUnknownKeys());
+  // So that one report of the largest size can always wait for room.
+  const int64_t min_limit = c->ingest.queue_max_bytes + c->grpc.max_message_bytes;
+  if (c->ingest.memory_limit_bytes < min_limit ||
+      c->ingest.memory_limit_bytes > (int64_t{1} << 42)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ingest.memory_limit_bytes: must be at least ingest.queue_max_bytes + "
+                     "grpc.max_message_bytes (",
+                     min_limit, ") and at most 2^42, got ", c->ingest.memory_limit_bytes));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

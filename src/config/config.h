@@ -30,9 +30,15 @@ struct MetricsConfig {
 };
 
 struct IngestConfig {
-  int workers = 2;                              // compute + aggregation threads
-  int64_t queue_max_reports = 1024;             // queued, not yet processed
-  int64_t queue_max_bytes = 512ll << 20;        // payload bytes queued
+  int workers = 2;                        // compute + aggregation threads
+  int64_t queue_max_reports = 1024;       // queued, not yet processed
+  int64_t queue_max_bytes = 512ll << 20;  // payload bytes queued
+  // Queued bytes plus reports that streams read while the queue was full and
+  // that wait for room; beyond it (or max_waiting_reports) a stream's report
+  // is not taken (Ack UNAVAILABLE) and the stream ends RESOURCE_EXHAUSTED.
+  int64_t memory_limit_bytes = 640ll << 20;
+  // Reports that may wait for room at once (one per stream).
+  int64_t max_waiting_reports = 64;
   int64_t max_rows_per_report = 65536;          // logits rows over all blocks
   int64_t max_elements_per_report = 1ll << 30;  // logits + attention elements
   // false: a logits row with NaN/+Inf rejects the report (INVALID_ARGUMENT);

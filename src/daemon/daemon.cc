@@ -134,7 +134,8 @@ absl::Status Daemon::Start() {
   metrics_address_ = absl::StrCat(HostOf(config_.metrics.listen), ":", metrics_->port());
 
   queue_ = std::make_unique<ingest::WorkQueue>(
-      config_.ingest.workers, config_.ingest.queue_max_reports, config_.ingest.queue_max_bytes);
+      config_.ingest.workers, config_.ingest.queue_max_reports, config_.ingest.queue_max_bytes,
+      config_.ingest.memory_limit_bytes, config_.ingest.max_waiting_reports);
   if (!config_.state_dir.empty()) {
     auto store = store::DurableStore::Open(config_.state_dir);
     if (!store.ok()) {
@@ -206,7 +207,8 @@ void Daemon::WorkerLoop(int shard) {
 void Daemon::SweeperLoop() {
   while (!stop_sweeper_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
     processor_->Sweep();
-    metrics_->QueueLevel(queue_->reports(), queue_->bytes());
+    metrics_->QueueLevel(queue_->reports(), queue_->bytes(), queue_->waiting_reports(),
+                         queue_->waiting_bytes());
   }
 }
 
@@ -262,8 +264,10 @@ void Daemon::Reload(const config::Config& config) {
   }
   if (config.ingest.workers != config_.ingest.workers ||
       config.ingest.queue_max_reports != config_.ingest.queue_max_reports ||
-      config.ingest.queue_max_bytes != config_.ingest.queue_max_bytes) {
-    restart.push_back("ingest.workers/queue_*");
+      config.ingest.queue_max_bytes != config_.ingest.queue_max_bytes ||
+      config.ingest.memory_limit_bytes != config_.ingest.memory_limit_bytes ||
+      config.ingest.max_waiting_reports != config_.ingest.max_waiting_reports) {
+    restart.push_back("ingest.workers/queue_*/memory_limit_bytes/max_waiting_reports");
   }
   if (config.compute.backend != config_.compute.backend ||
       config.compute.threads != config_.compute.threads ||

@@ -63,6 +63,11 @@ constexpr MetricSpec kCatalog[] = {
     {"entrowatch_ingest_bytes_total", "Serialized bytes of reports received."},
     {"entrowatch_queue_reports", "Reports accepted and not yet processed."},
     {"entrowatch_queue_bytes", "Bytes of reports accepted and not yet processed."},
+    {"entrowatch_queue_waiting_reports",
+     "Reports read from streams while the queue was full, waiting for room."},
+    {"entrowatch_queue_waiting_bytes",
+     "Bytes of reports waiting for room; with entrowatch_queue_bytes, bounded by "
+     "ingest.memory_limit_bytes."},
     {"entrowatch_compute_seconds", "Time to compute entropies of one report block."},
     {"entrowatch_compute_degraded",
      "1 when the CUDA engine was wanted but the CPU engine is in use."},
@@ -195,6 +200,8 @@ Metrics::Metrics(const MetricsOptions& options)
   ingest_bytes_ = CounterFamily("entrowatch_ingest_bytes_total", r);
   queue_reports_ = GaugeFamily("entrowatch_queue_reports", r);
   queue_bytes_ = GaugeFamily("entrowatch_queue_bytes", r);
+  queue_waiting_reports_ = GaugeFamily("entrowatch_queue_waiting_reports", r);
+  queue_waiting_bytes_ = GaugeFamily("entrowatch_queue_waiting_bytes", r);
   compute_seconds_ = HistogramFamily("entrowatch_compute_seconds", r);
   compute_degraded_ = GaugeFamily("entrowatch_compute_degraded", r);
   rows_skipped_ = CounterFamily("entrowatch_rows_skipped_total", r);
@@ -205,12 +212,14 @@ Metrics::Metrics(const MetricsOptions& options)
 
   // Series that exist from the start, so rate() and alerts see zeros.
   for (const char* result : {"ok", "duplicate", "late", "invalid_argument", "resource_exhausted",
-                             "failed_precondition", "internal"}) {
+                             "failed_precondition", "unavailable", "internal"}) {
     outcome_counters_[result] = &reports_total_->Add({{"result", result}});
   }
   ingest_bytes_->Add({});
   queue_reports_->Add({});
   queue_bytes_->Add({});
+  queue_waiting_reports_->Add({});
+  queue_waiting_bytes_->Add({});
   compute_degraded_->Add({});
   runs_->Add({});
   for (const char* reason : {"full", "io", "other"}) {
@@ -291,9 +300,12 @@ void Metrics::IngestBytes(int64_t bytes) {
   ingest_bytes_->Add({}).Increment(static_cast<double>(bytes));
 }
 
-void Metrics::QueueLevel(int64_t reports, int64_t bytes) {
+void Metrics::QueueLevel(int64_t reports, int64_t bytes, int64_t waiting_reports,
+                         int64_t waiting_bytes) {
   queue_reports_->Add({}).Set(static_cast<double>(reports));
   queue_bytes_->Add({}).Set(static_cast<double>(bytes));
+  queue_waiting_reports_->Add({}).Set(static_cast<double>(waiting_reports));
+  queue_waiting_bytes_->Add({}).Set(static_cast<double>(waiting_bytes));
 }
 
 void Metrics::RowsSkipped(absl::string_view reason, int64_t rows) {

@@ -52,7 +52,7 @@ class Metrics {
   // Ingest.
   void ReportOutcome(absl::string_view result);
   void IngestBytes(int64_t bytes);
-  void QueueLevel(int64_t reports, int64_t bytes);
+  void QueueLevel(int64_t reports, int64_t bytes, int64_t waiting_reports, int64_t waiting_bytes);
   void RowsSkipped(absl::string_view reason, int64_t rows);
   void ComputeSeconds(absl::string_view kind, double seconds);
   void SetComputeDegraded(bool degraded);
@@ -113,6 +113,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* ingest_bytes_;
   prometheus::Family<prometheus::Gauge>* queue_reports_;
   prometheus::Family<prometheus::Gauge>* queue_bytes_;
+  prometheus::Family<prometheus::Gauge>* queue_waiting_reports_;
+  prometheus::Family<prometheus::Gauge>* queue_waiting_bytes_;
   prometheus::Family<prometheus::Histogram>* compute_seconds_;
   prometheus::Family<prometheus::Gauge>* compute_degraded_;
   prometheus::Family<prometheus::Counter>* rows_skipped_;

@@ -19,10 +19,23 @@ absl::Status QueueFull(const WorkQueue& queue) {
                                                    " bytes queued): retry with backoff"));
 }
 
+absl::Status OverCapacity(const WorkQueue& queue, int64_t bytes) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "entrowatchd is over capacity: the ingest queue is full and waiting would pass "
+      "ingest.memory_limit_bytes=",
+      queue.memory_limit_bytes(), " or ingest.max_waiting_reports=", queue.max_waiting(), " (",
+      queue.bytes(), " bytes queued, ", queue.waiting_reports(), " reports of ",
+      queue.waiting_bytes(), " bytes waiting, this report ", bytes,
+      " bytes): reconnect and resend after backoff"));
+}
+
 absl::Status ShuttingDown() { return absl::UnavailableError("entrowatchd is shutting down"); }
 
 // One bidirectional stream. Reads one report at a time; while the work queue
-// is full it stops reading (flow control reaches the client through HTTP/2).
+// is full it stops reading (flow control reaches the client through HTTP/2)
+// and its report waits for room. When waiting would pass the ingest memory
+// bounds, the report is answered UNAVAILABLE and the stream ends with
+// RESOURCE_EXHAUSTED after the queued reports are answered.
 // Acks are written one at a time, in the order reports finish. Deletes itself
 // in OnDone, which gRPC calls after Finish and after every callback.
 class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
@@ -86,25 +99,47 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   void OnDone() override { delete this; }
 
  private:
-  // Pushes the parked report, or waits for space without reading further.
+  // Queues the parked report, or leaves it waiting for room without reading
+  // further, or refuses it when the ingest memory limit would be passed.
   void PushParked() {
     WorkQueue* queue = service_->queue();
-    if (queue->TryPush(shard_, &parked_)) {
+    switch (queue->Push(shard_, &parked_, [this](bool queued) { OnParkedQueued(queued); })) {
+      case WorkQueue::Admission::kQueued:
+        StartRead(&request_);
+        return;
+      case WorkQueue::Admission::kWaiting:
+        return;
+      case WorkQueue::Admission::kClosed:
+        return RefuseParked(ShuttingDown(), grpc::Status::OK);
+      case WorkQueue::Admission::kOverLimit: {
+        // The report is answered UNAVAILABLE (not taken; resend it, as at
+        // shutdown) and the stream ends RESOURCE_EXHAUSTED (over capacity).
+        const absl::Status status = OverCapacity(*queue, parked_.bytes);
+        return RefuseParked(absl::UnavailableError(status.message()), common::ToGrpcStatus(status));
+      }
+    }
+  }
+
+  void OnParkedQueued(bool queued) {
+    if (queued) {
       StartRead(&request_);
       return;
     }
-    if (queue->closed()) {
-      const Report& report = *parked_.report;
-      Ack ack = RejectionAck(report, ShuttingDown());
-      parked_ = WorkItem();
-      {
-        absl::MutexLock lock(&mu_);
-        reads_done_ = true;
-      }
-      Send(std::move(ack), /*finished_work=*/true);
-      return;
+    RefuseParked(ShuttingDown(), grpc::Status::OK);
+  }
+
+  // Answers the parked report with `status` and reads no more: the stream
+  // ends with `finish` once the reports already queued are answered.
+  // Clients resend what was not acknowledged OK on their next stream.
+  void RefuseParked(const absl::Status& status, const grpc::Status& finish) {
+    Ack ack = RejectionAck(*parked_.report, status);
+    parked_ = WorkItem();
+    {
+      absl::MutexLock lock(&mu_);
+      reads_done_ = true;
+      finish_status_ = finish;
     }
-    queue->NotifyWhenSpace([this] { PushParked(); });
+    Send(std::move(ack), /*finished_work=*/true);
   }
 
   void Send(Ack ack, bool finished_work) {
@@ -134,9 +169,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     if (finish) {
       finished_ = true;
     }
+    const grpc::Status status = finish_status_;
     mu_.Unlock();
     if (finish) {
-      Finish(grpc::Status::OK);
+      Finish(status);
     }
   }
 
@@ -153,6 +189,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

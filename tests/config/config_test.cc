@@ -29,6 +29,8 @@ TEST(ConfigTest, ShippedFileParsesToTheBuiltInDefaults) {
   EXPECT_EQ(c.ingest.workers, d.ingest.workers);
   EXPECT_EQ(c.ingest.queue_max_reports, d.ingest.queue_max_reports);
   EXPECT_EQ(c.ingest.queue_max_bytes, d.ingest.queue_max_bytes);
+  EXPECT_EQ(c.ingest.memory_limit_bytes, d.ingest.memory_limit_bytes);
+  EXPECT_EQ(c.ingest.max_waiting_reports, d.ingest.max_waiting_reports);
   EXPECT_EQ(c.ingest.max_rows_per_report, d.ingest.max_rows_per_report);
   EXPECT_EQ(c.ingest.max_elements_per_report, d.ingest.max_elements_per_report);
   EXPECT_EQ(c.ingest.skip_nonfinite_rows, d.ingest.skip_nonfinite_rows);
@@ -61,6 +63,18 @@ TEST(ConfigTest, ValuesAreRead) {
   EXPECT_TRUE(c->ingest.skip_nonfinite_rows);
   EXPECT_EQ(c->aggregation.step_timeout_seconds, 2.5);
   EXPECT_EQ(c->log.format, "json");
+}
+
+TEST(ConfigTest, IngestMemoryBoundsAreRead) {
+  auto c = ParseConfig(
+      "grpc: {max_message_bytes: 1048576}\n"
+      "ingest: {queue_max_bytes: 1048576, memory_limit_bytes: 2097152, max_waiting_reports: 3}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->ingest.memory_limit_bytes, 2097152);
+  EXPECT_EQ(c->ingest.max_waiting_reports, 3);
+  const Config d;
+  EXPECT_GE(d.ingest.memory_limit_bytes, d.ingest.queue_max_bytes + d.grpc.max_message_bytes)
+      << "the defaults satisfy their own rule";
 }
 
 TEST(ConfigTest, StoreLimitsAreRead) {
@@ -115,6 +129,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "store.max_db_bytes (line 2): expected 0 (unlimited) or at least 65536, got 4096"},
         BadCase{"store:\n  retention: 5\n", "unknown key 'store.retention' (line 2)"},
         BadCase{"store: 5\n", "store (line 1): expected a mapping"},
+        BadCase{"ingest: {max_waiting_reports: 0}\n",
+                "ingest.max_waiting_reports (line 1): expected a value in [1, "},
+        BadCase{"ingest: {memory_limit_bytes: 536870912}\n",
+                "ingest.memory_limit_bytes: must be at least ingest.queue_max_bytes + "
+                "grpc.max_message_bytes (603979776)"},
+        BadCase{"grpc: {max_message_bytes: 1048576}\n"
+                "ingest: {queue_max_bytes: 1048576, memory_limit_bytes: 2097151}\n",
+                "(2097152) and at most 2^42, got 2097151"},
         BadCase{"grpc: {listen: \"a:1\"}\ngrpc: {listen: \"b:2\"}\n",
                 "duplicate key 'grpc' (line 2)"},
         BadCase{"grpc: [\n", "not valid YAML"},

@@ -467,6 +467,119 @@ TEST_F(DaemonTest, FullQueueAnswersResourceExhaustedAndLosesNothingAccepted) {
             exhausted);
 }
 
+// Polls /metrics (refreshed every 100 ms) until `series` has `value`; bounded.
+bool AwaitMetric(const DaemonProcess& daemon, const std::string& series, double value) {
+  for (int i = 0; i < 300; ++i) {
+    auto scrape = daemon.Scrape();
+    if (scrape.ok() && MetricValue(*scrape, series) == value) {
+      return true;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return false;
+}
+
+// Over capacity (the one queue slot busy and the one waiting slot taken), a
+// stream's report is answered UNAVAILABLE (not taken) and the stream ends
+// RESOURCE_EXHAUSTED; the C++ client reconnects and resends, and in the end
+// every report is folded in exactly once.
+TEST_F(DaemonTest, OverCapacityStreamsArePushedBackAndClientsResendEverything) {
+  StartDaemon(
+      "ingest: {workers: 1, queue_max_reports: 1, max_waiting_reports: 1}\n"
+      "compute: {backend: cpu-reference}\n");
+  // A: attention over 1024 positions, 16 heads, on the float64 reference
+  // engine: the worker is busy with it for a good while.
+  v1::Report slow = MakeReport("slow", 1, 1);
+  {
+    constexpr uint64_t kHeads = 16, kSeq = 1024, kDim = 64;
+    std::vector<float> qk(kHeads * kSeq * kDim);
+    for (size_t i = 0; i < qk.size(); ++i) {
+      qk[i] = static_cast<float>((i * 2654435761u) % 200) / 100.0f - 1.0f;
+    }
+    v1::AttentionBlock* block = slow.add_attention();
+    block->set_layer(0);
+    block->set_causal(true);
+    SetTensor(block->mutable_q(), v1::FLOAT32, {kHeads, kSeq, kDim}, qk);
+    SetTensor(block->mutable_k(), v1::FLOAT32, {kHeads, kSeq, kDim}, qk);
+  }
+  grpc::ClientContext ctx_a;
+  auto stream_a = stub_->Stream(&ctx_a);
+  ASSERT_TRUE(stream_a->Write(slow));
+  ASSERT_TRUE(AwaitMetric(*daemon_, "entrowatch_queue_reports", 1));
+  // B: waits for the queue slot.
+  grpc::ClientContext ctx_b;
+  auto stream_b = stub_->Stream(&ctx_b);
+  ASSERT_TRUE(stream_b->Write(MakeReport("waiter", 1, 1)));
+  ASSERT_TRUE(AwaitMetric(*daemon_, "entrowatch_queue_waiting_reports", 1));
+  // C: nowhere to go.
+  grpc::ClientContext ctx_c;
+  auto stream_c = stub_->Stream(&ctx_c);
+  ASSERT_TRUE(stream_c->Write(MakeReport("pushed-back", 1, 7)));
+  v1::Ack ack_c;
+  ASSERT_TRUE(stream_c->Read(&ack_c));
+  EXPECT_EQ(ack_c.code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+  EXPECT_EQ(ack_c.seq(), 7u);
+  EXPECT_THAT(ack_c.message(), HasSubstr("ingest.max_waiting_reports=1"));
+  EXPECT_FALSE(stream_c->Read(&ack_c)) << "the stream ends after the refusal";
+  const grpc::Status status_c = stream_c->Finish();
+  EXPECT_EQ(status_c.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status_c.error_message(), HasSubstr("over capacity"));
+
+  // Six C++ clients push while A is still being processed: pushed back,
+  // they resend until the daemon takes their reports.
+  constexpr int kRanks = 6;
+  constexpr uint64_t kSteps = 3;
+  std::vector<std::unique_ptr<client::StreamClient>> clients;
+  for (int rank = 0; rank < kRanks; ++rank) {
+    client::StreamClientOptions options;
+    options.target = daemon_->grpc_address();
+    options.initial_backoff = absl::Milliseconds(20);
+    options.max_backoff = absl::Milliseconds(200);
+    auto c = client::StreamClient::Create(options);
+    ASSERT_TRUE(c.ok()) << c.status();
+    clients.push_back(*std::move(c));
+  }
+  for (uint64_t step = 0; step < kSteps; ++step) {
+    for (int rank = 0; rank < kRanks; ++rank) {
+      v1::Report r = MakeReport("crowd", step, step + 1, static_cast<uint32_t>(rank));
+      r.set_world_size(kRanks);
+      AddEntropies(&r, {1.0f + 0.1f * rank}, 100);
+      ASSERT_TRUE(clients[static_cast<size_t>(rank)]->Enqueue(r));
+    }
+  }
+  uint64_t restarts = 0;
+  for (auto& c : clients) {
+    ASSERT_TRUE(c->Flush(absl::Now() + absl::Seconds(120)).ok());
+    const client::StreamClientStats stats = c->Stats();
+    EXPECT_EQ(stats.rejected, 0u) << "no report may be refused for good";
+    restarts += stats.stream_restarts;
+  }
+  EXPECT_GT(restarts, 0u) << "the clients were pushed back while A was processed";
+
+  // A and B were taken and are answered on their streams.
+  v1::Ack ack;
+  stream_a->WritesDone();
+  ASSERT_TRUE(stream_a->Read(&ack));
+  EXPECT_EQ(ack.code(), 0) << ack.message();
+  EXPECT_TRUE(stream_a->Finish().ok());
+  stream_b->WritesDone();
+  ASSERT_TRUE(stream_b->Read(&ack));
+  EXPECT_EQ(ack.code(), 0) << ack.message();
+  EXPECT_TRUE(stream_b->Finish().ok());
+
+  auto run = GetRun(*stub_, "crowd");
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->reports_accepted() + run->reports_late(), kRanks * kSteps)
+      << "every report folded in exactly once; resends of taken reports are duplicates";
+  EXPECT_EQ(run->reports_rejected(), 0u);
+  EXPECT_FALSE(GetRun(*stub_, "pushed-back").ok()) << "a refused report leaves no trace";
+  auto scrape = daemon_->Scrape();
+  ASSERT_TRUE(scrape.ok());
+  EXPECT_GE(MetricValue(*scrape, "entrowatch_reports_total{result=\"unavailable\"}"), 1);
+  EXPECT_TRUE(AwaitMetric(*daemon_, "entrowatch_queue_waiting_reports", 0));
+  EXPECT_TRUE(AwaitMetric(*daemon_, "entrowatch_queue_waiting_bytes", 0));
+}
+
 TEST_F(DaemonTest, GarbageBytesOnTheWireDoNotHurtTheDaemon) {
   StartDaemon();
   const std::string addr = daemon_->grpc_address();

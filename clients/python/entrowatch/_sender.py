@@ -252,7 +252,10 @@ class Sender:
                 self.stats.late += ack.late
                 if ack.code != 0:
                     self.stats.rejected += 1
-            self._failures = 0
+            if not resend_later:
+                # Backoff restarts once the daemon takes reports again; an
+                # over-capacity refusal keeps it growing.
+                self._failures = 0
             self._cv.notify_all()
         if ack.code != 0 and not resend_later:
             self._warn(("code", ack.code), "entrowatch: report seq %d (step %d) rejected: code %d: %s",
