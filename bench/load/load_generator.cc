@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <random>
 #include <unordered_map>
 #include <utility>
 
@@ -43,7 +46,9 @@ double MillisBetween(SteadyClock::time_point a, SteadyClock::time_point b) {
 }
 
 struct StreamCounters {
-  int64_t sent = 0;
+  int64_t sent = 0;     // distinct reports written
+  int64_t resent = 0;   // written again on a later stream
+  int64_t refused = 0;  // Acks with UNAVAILABLE: not taken, resent later
   int64_t acked = 0;
   int64_t ok = 0;
   int64_t duplicate = 0;
@@ -56,14 +61,39 @@ struct StreamCounters {
   std::vector<float> latencies_ms;  // Acks received while measuring
 };
 
-// One (run, rank): writes consecutive steps, at most `window` unacknowledged,
-// one write at a time (the gRPC rule), and reads Acks continuously. A hold
-// keeps OnDone back until this side has stopped writing, so Stop() may start
-// WritesDone from the main thread.
+// Where a replacement stream of a (run, rank) picks up: the last step
+// written and the reports not yet acknowledged (resent first, in order,
+// keeping their first send time so latency includes the retry).
+struct InFlight {
+  SteadyClock::time_point sent;
+  int64_t bytes = 0;
+  bool logits = false;
+};
+struct Resume {
+  uint64_t step = 0;
+  std::map<uint64_t, InFlight> unacked;
+};
+
+// One (run, rank) on one call: writes consecutive steps, at most `window`
+// unacknowledged, one write at a time (the gRPC rule), and reads Acks
+// continuously. A hold keeps OnDone back until this side has stopped
+// writing, so Stop() may start WritesDone from the main thread. Like the
+// clients, it treats an UNAVAILABLE Ack as "not taken": the call is given
+// up and the driver resends on a new one (see Resumable).
 class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  LoadStream(std::shared_ptr<const SharedState> shared, StreamIdentity id, int window)
-      : shared_(std::move(shared)), id_(std::move(id)), window_(static_cast<size_t>(window)) {}
+  LoadStream(std::shared_ptr<const SharedState> shared, StreamIdentity id, int window,
+             Resume resume = Resume(), bool stopped = false)
+      : shared_(std::move(shared)),
+        id_(std::move(id)),
+        window_(static_cast<size_t>(window)),
+        step_(resume.step),
+        in_flight_(std::move(resume.unacked)),
+        stopped_(stopped) {
+    for (const auto& [step, entry] : in_flight_) {
+      to_resend_.push_back(step);
+    }
+  }
 
   void Start(grpc::GenericStub* stub) {
     stub->PrepareBidiStreamingCall(&context_, kStreamMethod, grpc::StubOptions(), this);
@@ -84,6 +114,11 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
 
   void Cancel() { context_.TryCancel(); }
 
+  bool done() const {
+    absl::MutexLock lock(&mu_);
+    return done_;
+  }
+
   bool WaitDone(absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
     return mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
@@ -98,13 +133,30 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
     absl::MutexLock lock(&mu_);
     return status_;
   }
+  // After WaitDone(): where a replacement call continues.
+  Resume resume() const {
+    absl::MutexLock lock(&mu_);
+    Resume r;
+    r.step = step_;
+    r.unacked = in_flight_;
+    return r;
+  }
+  // After WaitDone(): the daemon refused a report or ended the call over
+  // capacity or shutting down, with reports left to send.
+  bool ShouldResume() const {
+    absl::MutexLock lock(&mu_);
+    const bool retryable = refused_ ||
+                           status_.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                           status_.error_code() == grpc::StatusCode::UNAVAILABLE;
+    return retryable && (!stopped_ || !in_flight_.empty());
+  }
 
   void OnWriteDone(bool ok) override {
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       if (ok) {
-        ++counters_.sent;
+        counters_.resent += resending_ ? 1 : 0;
       } else {
         broken_ = true;
       }
@@ -140,17 +192,18 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
   }
 
  private:
-  struct InFlight {
-    SteadyClock::time_point sent;
-    int64_t bytes = 0;
-    bool logits = false;
-  };
-
   void Record(bool parsed, const entrowatch::v1::Ack& ack, SteadyClock::time_point now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = parsed ? in_flight_.find(ack.seq()) : in_flight_.end();
     if (it == in_flight_.end()) {
       ++counters_.unmatched;
+      return;
+    }
+    if (ack.code() == static_cast<int>(grpc::StatusCode::UNAVAILABLE)) {
+      // Not taken: stays in flight for the next call; this one is given up.
+      ++counters_.refused;
+      refused_ = true;
+      broken_ = true;
       return;
     }
     ++counters_.acked;
@@ -183,11 +236,24 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
       }
       if (broken_) {
         action = Action::kRelease;
+      } else if (!to_resend_.empty()) {
+        const uint64_t step = to_resend_.front();
+        to_resend_.pop_front();
+        const InFlight& entry = in_flight_.at(step);
+        int64_t bytes = 0;
+        outgoing_ = shared_->payload.Build(id_, step, /*seq=*/step, entry.logits, &bytes);
+        resending_ = true;
+        writing_ = true;
+        action = Action::kWrite;
       } else if (stopped_) {
         if (in_flight_.empty()) {
           action = Action::kWritesDone;
         }
       } else if (in_flight_.size() < window_) {
+        // Counted once, when first written, whether or not that write (or
+        // its call) completes: a report is sent once and resent as needed.
+        ++counters_.sent;
+        resending_ = false;
         ++step_;
         const bool logits = shared_->payload.HasLogits(id_, step_);
         InFlight entry;
@@ -226,7 +292,10 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
   grpc::ByteBuffer outgoing_;  // one write at a time
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;
-  std::unordered_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> to_resend_ ABSL_GUARDED_BY(mu_);
+  bool resending_ ABSL_GUARDED_BY(mu_) = false;  // the current write is a resend
+  bool refused_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
@@ -234,6 +303,72 @@ class LoadStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   StreamCounters counters_ ABSL_GUARDED_BY(mu_);
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// One (run, rank) over successive calls: when the daemon pushes back (a
+// report answered UNAVAILABLE, the call ended RESOURCE_EXHAUSTED or
+// UNAVAILABLE), a new call resends what was not acknowledged after a
+// jittered exponential backoff, as the clients do.
+class Resumable {
+ public:
+  Resumable(std::shared_ptr<const SharedState> shared, StreamIdentity id, int window,
+            grpc::GenericStub* stub)
+      : shared_(std::move(shared)), id_(std::move(id)), window_(window), stub_(stub) {
+    calls_.push_back(std::make_unique<LoadStream>(shared_, id_, window_));
+    calls_.back()->Start(stub_);
+  }
+
+  // Starts a replacement call when one is due. Called periodically.
+  void Tick(SteadyClock::time_point now) {
+    LoadStream& call = *calls_.back();
+    if (!call.done() || !call.ShouldResume()) {
+      return;
+    }
+    if (next_try_ == SteadyClock::time_point()) {
+      const double base_ms =
+          std::min(5000.0, 200.0 * static_cast<double>(1 << std::min(failures_, 6)));
+      std::uniform_real_distribution<double> jitter(0.8, 1.2);
+      next_try_ =
+          now + std::chrono::microseconds(static_cast<int64_t>(base_ms * 1000 * jitter(rng_)));
+      ++failures_;
+      return;
+    }
+    if (now < next_try_) {
+      return;
+    }
+    next_try_ = SteadyClock::time_point();
+    calls_.push_back(std::make_unique<LoadStream>(shared_, id_, window_, call.resume(), stopped_));
+    calls_.back()->Start(stub_);
+    ++restarts_;
+  }
+
+  void Stop() {
+    stopped_ = true;
+    calls_.back()->Stop();
+  }
+  bool Done() const { return calls_.back()->done() && !calls_.back()->ShouldResume(); }
+  // Gives up: cancels the current call. True once gRPC let go of it.
+  bool Cancel() {
+    calls_.back()->Cancel();
+    return calls_.back()->WaitDone(kCancelGrace);
+  }
+  // Every call, oldest first (valid once Done() or after Cancel()).
+  const std::vector<std::unique_ptr<LoadStream>>& calls() const { return calls_; }
+  std::vector<std::unique_ptr<LoadStream>>& mutable_calls() { return calls_; }
+  int64_t restarts() const { return restarts_; }
+  grpc::Status status() const { return calls_.back()->status(); }
+
+ private:
+  const std::shared_ptr<const SharedState> shared_;
+  const StreamIdentity id_;
+  const int window_;
+  grpc::GenericStub* const stub_;
+  std::vector<std::unique_ptr<LoadStream>> calls_;
+  bool stopped_ = false;
+  int failures_ = 0;
+  int64_t restarts_ = 0;
+  SteadyClock::time_point next_try_;
+  std::minstd_rand rng_{static_cast<uint32_t>(std::hash<std::string>{}(id_.run_id) + id_.rank)};
 };
 
 std::vector<std::shared_ptr<grpc::Channel>> Connect(const LoadOptions& options,
@@ -274,6 +409,8 @@ StreamIdentity IdentityOf(const LoadOptions& options, int index) {
 
 void Merge(const StreamCounters& c, LoadResult* result, std::vector<float>* latencies) {
   result->reports_sent += c.sent;
+  result->reports_resent += c.resent;
+  result->acks_refused += c.refused;
   result->reports_acked += c.acked;
   result->acks_ok += c.ok;
   result->acks_duplicate += c.duplicate;
@@ -376,13 +513,19 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
   };
   auto watching = [&options]() { return options.server_pid != 0; };
 
-  std::vector<std::unique_ptr<LoadStream>> streams;
+  std::vector<std::unique_ptr<Resumable>> streams;
   const auto start = SteadyClock::now();
   for (int i = 0; i < options.streams; ++i) {
     streams.push_back(
-        std::make_unique<LoadStream>(shared, IdentityOf(options, i), std::max(1, options.window)));
-    streams.back()->Start(stubs[static_cast<size_t>(i) % stubs.size()].get());
+        std::make_unique<Resumable>(shared, IdentityOf(options, i), std::max(1, options.window),
+                                    stubs[static_cast<size_t>(i) % stubs.size()].get()));
   }
+  auto tick = [&streams]() {
+    const auto now = SteadyClock::now();
+    for (auto& stream : streams) {
+      stream->Tick(now);
+    }
+  };
   const auto warmup_end =
       start + std::chrono::milliseconds(static_cast<int64_t>(options.warmup_seconds * 1000));
   const auto send_end =
@@ -391,6 +534,7 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
   double cpu_at_start = 0;
   while (SteadyClock::now() < send_end) {
     absl::SleepFor(kSamplePeriod);
+    tick();
     auto sample = sample_server();
     if (!sample.ok()) {
       return absl::Status(sample.status().code(),
@@ -422,32 +566,34 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
     stream->Stop();
   }
   const absl::Time drain_deadline = absl::Now() + absl::Seconds(options.drain_seconds);
+  auto all_done = [&streams]() {
+    return std::all_of(streams.begin(), streams.end(), [](const auto& s) { return s->Done(); });
+  };
+  while (!all_done() && absl::Now() < drain_deadline) {
+    absl::SleepFor(kSamplePeriod);
+    tick();
+    sample_server().IgnoreError();
+  }
   std::vector<float> latencies;
   int64_t abandoned = 0;
   for (auto& stream : streams) {
-    while (!stream->WaitDone(kSamplePeriod)) {
-      if (absl::Now() >= drain_deadline) {
-        stream->Cancel();
-        if (!stream->WaitDone(kCancelGrace)) {
-          // gRPC still owns the call: leave the reactor (and what it
-          // shares) alive rather than free it under gRPC.
-          stream.release();
-          ++abandoned;
-        }
-        break;
-      }
-      sample_server().IgnoreError();
-    }
-    if (stream == nullptr) {
+    if (!stream->Done() && !stream->Cancel()) {
+      // gRPC still owns the call: leave the reactor (and what it shares)
+      // alive rather than free it under gRPC.
+      stream.release();
+      ++abandoned;
       continue;
     }
-    Merge(stream->counters(), &result, &latencies);
-    if (!stream->status().ok()) {
+    for (const auto& call : stream->calls()) {
+      Merge(call->counters(), &result, &latencies);
+    }
+    result.stream_restarts += stream->restarts();
+    const grpc::Status status = stream->status();
+    if (!status.ok()) {
       ++result.streams_failed;
       if (result.first_stream_error.empty()) {
-        result.first_stream_error =
-            absl::StrCat("code ", static_cast<int>(stream->status().error_code()), ": ",
-                         stream->status().error_message());
+        result.first_stream_error = absl::StrCat("code ", static_cast<int>(status.error_code()),
+                                                 ": ", status.error_message());
       }
     }
   }

@@ -38,13 +38,16 @@ struct LoadOptions {
 };
 
 struct LoadResult {
-  int64_t reports_sent = 0;   // written to a stream
-  int64_t reports_acked = 0;  // Acks received (any code)
-  int64_t acks_ok = 0;        // code OK, not duplicate, not late
+  int64_t reports_sent = 0;     // written to a stream (first time)
+  int64_t reports_resent = 0;   // written again on a replacement stream
+  int64_t acks_refused = 0;     // Acks with UNAVAILABLE (not taken; resent)
+  int64_t stream_restarts = 0;  // replacement streams after pushback
+  int64_t reports_acked = 0;    // Acks received (any code)
+  int64_t acks_ok = 0;          // code OK, not duplicate, not late
   int64_t acks_duplicate = 0;
   int64_t acks_late = 0;
   std::map<int, int64_t> ack_errors;  // Ack code != OK -> count
-  int64_t streams_failed = 0;         // ended with a non-OK status or cancelled
+  int64_t streams_failed = 0;         // last call ended with a non-OK status or cancelled
   std::string first_stream_error;
   int64_t logits_reports_acked = 0;
   double window_seconds = 0;   // measured interval (after warm-up)

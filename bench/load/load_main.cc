@@ -164,6 +164,7 @@ void Print(const Flags& flags, const LoadResult& r) {
         "\"mib_per_s\": %.2f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
         "\"sent\": %lld, \"acked\": %lld, \"ok\": %lld, \"duplicate\": %lld, \"late\": %lld, "
         "\"unmatched\": %lld, \"ack_errors\": {%s}, \"logits_acked\": %lld, "
+        "\"resent\": %lld, \"refused\": %lld, \"stream_restarts\": %lld, "
         "\"streams_failed\": %lld, \"first_stream_error\": \"%s\", \"server_cpu_s\": %.3f, "
         "\"server_rss_end_mib\": %.1f, \"server_rss_max_mib\": %.1f, "
         "\"server_rss_hwm_mib\": %.1f, \"stopped_early\": %s, \"submit_codes\": {%s}}\n",
@@ -173,10 +174,11 @@ void Print(const Flags& flags, const LoadResult& r) {
         static_cast<long long>(r.acks_ok), static_cast<long long>(r.acks_duplicate),
         static_cast<long long>(r.acks_late), static_cast<long long>(r.acks_unmatched),
         CodeMap(r.ack_errors).c_str(), static_cast<long long>(r.logits_reports_acked),
-        static_cast<long long>(r.streams_failed), JsonEscape(r.first_stream_error).c_str(),
-        r.server_cpu_seconds, Mib(r.server_rss_end_bytes), Mib(r.server_rss_max_bytes),
-        Mib(r.server_rss_hwm_bytes), r.stopped_early ? "true" : "false",
-        CodeMap(r.submit_codes).c_str());
+        static_cast<long long>(r.reports_resent), static_cast<long long>(r.acks_refused),
+        static_cast<long long>(r.stream_restarts), static_cast<long long>(r.streams_failed),
+        JsonEscape(r.first_stream_error).c_str(), r.server_cpu_seconds, Mib(r.server_rss_end_bytes),
+        Mib(r.server_rss_max_bytes), Mib(r.server_rss_hwm_bytes),
+        r.stopped_early ? "true" : "false", CodeMap(r.submit_codes).c_str());
     return;
   }
   std::printf("%s: %d streams, %.2f s measured\n", flags.label.c_str(), flags.load.streams,
@@ -185,12 +187,14 @@ void Print(const Flags& flags, const LoadResult& r) {
               reports_per_s, mib_per_s, r.latency_p50_ms, r.latency_p99_ms);
   std::printf(
       "  sent %lld, acked %lld (ok %lld, errors %lld, duplicate %lld, late %lld), "
-      "%lld with logits; streams failed %lld %s\n",
+      "%lld with logits; pushback: %lld refused, %lld resent, %lld stream restarts; "
+      "streams failed %lld %s\n",
       static_cast<long long>(r.reports_sent), static_cast<long long>(r.reports_acked),
       static_cast<long long>(r.acks_ok), static_cast<long long>(errors),
       static_cast<long long>(r.acks_duplicate), static_cast<long long>(r.acks_late),
-      static_cast<long long>(r.logits_reports_acked), static_cast<long long>(r.streams_failed),
-      r.first_stream_error.c_str());
+      static_cast<long long>(r.logits_reports_acked), static_cast<long long>(r.acks_refused),
+      static_cast<long long>(r.reports_resent), static_cast<long long>(r.stream_restarts),
+      static_cast<long long>(r.streams_failed), r.first_stream_error.c_str());
   if (flags.load.server_pid != 0) {
     std::printf(
         "  server: %.2f CPU s in the window (%.2f cores), RSS end %.1f MiB, max %.1f MiB, "

@@ -73,7 +73,7 @@ start_daemon() {  # NAME QUEUE_MAX_BYTES WORKERS BACKEND
   cat >"${work}/$1.yaml" <<YAML
 grpc: {listen: "127.0.0.1:0"}
 metrics: {listen: "127.0.0.1:0"}
-ingest: {queue_max_bytes: $2, workers: $3}
+ingest: {queue_max_bytes: $2, workers: $3, memory_limit_bytes: $(($2 + (128 << 20)))}
 compute: {backend: $4}
 log: {level: warn}
 YAML
@@ -92,7 +92,8 @@ wait_ready "${sink_pid}" "${work}/sink.ready"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "daemon: $(cat "${work}/daemon.ready")"
-echo "config: ingest.queue_max_bytes ${queue_max_bytes} ($((queue_max_bytes >> 20)) MiB), queue_max_reports default 1024, workers default 2"
+echo "config: ingest.queue_max_bytes ${queue_max_bytes} ($((queue_max_bytes >> 20)) MiB)," \
+  "ingest.memory_limit_bytes queue + 128 MiB, max_waiting_reports default 64, workers 2"
 echo "load: ${seconds} s per run (1 s warm-up), window ${window} per stream, 8 ranks per run," \
   "512 token entropies per report, a [64, 152064] bf16 logits block every 10th step"
 echo
@@ -121,17 +122,17 @@ if [[ "${overload}" != 0 ]]; then
   fi
 fi
 
-/usr/bin/python3 - "${results}" "${queue_max_bytes}" "${overload_queue_bytes}" <<'PY'
+/usr/bin/python3 - "${results}" "$((queue_max_bytes + (128 << 20)))" "$((overload_queue_bytes + (128 << 20)))" <<'PY'
 import json
 import sys
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
-queue_mib = int(sys.argv[2]) / 2**20
+limit_mib = int(sys.argv[2]) / 2**20
 overload_mib = int(sys.argv[3]) / 2**20
 sink = {r["streams"]: r for r in rows if r["label"] == "sink"}
 print("| N | server | reports/s | MiB/s | Ack p50 ms | Ack p99 ms | vs sink | server CPU cores "
-      "| RSS end MiB | RSS max MiB | RSS max / queue bound | sent | acked ok | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| RSS end MiB | RSS max MiB | RSS max / memory limit | sent | acked ok | refused, resent | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["label"] not in ("sink", "daemon"):
         continue
@@ -144,18 +145,21 @@ for r in rows:
     print(f'| {r["streams"]} | {r["label"]}{note} | {r["reports_per_s"]:.0f} | {r["mib_per_s"]:.0f} '
           f'| {r["p50_ms"]:.1f} | {r["p99_ms"]:.1f} | {ratio} | {cores:.2f} '
           f'| {r["server_rss_end_mib"]:.0f} | {r["server_rss_max_mib"]:.0f} '
-          f'| {r["server_rss_max_mib"] / queue_mib:.2f} | {r["sent"]} | {r["ok"]} | {errors} |')
+          f'| {r["server_rss_max_mib"] / limit_mib:.2f} | {r["sent"]} | {r["ok"]} '
+          f'| {r["refused"]}, {r["resent"]} | {errors} |')
 if any(r["label"].startswith("overload") for r in rows):
-    print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_mib:.0f} MiB, "
-      "1 worker, the float64 reference engine")
+    print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_mib - 128:.0f} MiB, "
+      f"ingest.memory_limit_bytes {overload_mib:.0f} MiB, 1 worker, the float64 reference engine")
 for r in rows:
     if r["label"] == "overload-streams":
         errors = sum(r["ack_errors"].values()) + r["streams_failed"] + r["unmatched"]
         print(f'- 1024 streams: {r["reports_per_s"]:.0f} reports/s, Ack p50 {r["p50_ms"]:.0f} ms, '
               f'p99 {r["p99_ms"]:.0f} ms; of {r["sent"]} sent: {r["ok"]} acknowledged OK, '
               f'{r["late"]} late (step already finalized by timeout), '
-              f'{r["sent"] - r["acked"]} unacknowledged, {errors} errors; RSS max {r["server_rss_max_mib"]:.0f} MiB = '
-              f'{r["server_rss_max_mib"] / overload_mib:.1f} x the queue bound'
+              f'{r["sent"] - r["acked"]} unacknowledged, {errors} errors; pushback: {r["refused"]} reports '
+              f'answered UNAVAILABLE, {r["stream_restarts"]} streams resumed, {r["resent"]} reports resent; '
+              f'RSS max {r["server_rss_max_mib"]:.0f} MiB = '
+              f'{r["server_rss_max_mib"] / overload_mib:.2f} x the memory limit'
               f'{" (RSS safety stop)" if r["stopped_early"] else ""}')
     if r["label"] == "overload-burst":
         names = {"0": "OK", "8": "RESOURCE_EXHAUSTED", "4": "DEADLINE_EXCEEDED", "14": "UNAVAILABLE"}
