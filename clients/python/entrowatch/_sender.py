@@ -21,6 +21,8 @@ from entrowatch.v1 import entrowatch_pb2_grpc as pb_grpc
 logger = logging.getLogger("entrowatch")
 
 _CODE_UNAVAILABLE = 14
+# How long a freshly offered report rests before the sender encodes it.
+_SETTLE_S = 0.001
 
 
 class RateLimitedLog:
@@ -147,6 +149,7 @@ class Sender:
                 self.stats.dropped_queue_full += 1
                 dropped = True
             else:
+                report.offered = time.monotonic()
                 self._queue.append(report)
                 self._queue_bytes += report.nbytes
                 self._outstanding += 1
@@ -210,6 +213,12 @@ class Sender:
             if action == "connect":
                 self._connect()
             else:
+                # A report handed over by a log call is usually followed by more
+                # log calls of the same step: let the training thread finish them
+                # before encoding takes the GIL (the send is asynchronous anyway).
+                settle = _SETTLE_S - (time.monotonic() - report.offered)
+                if settle > 0:
+                    time.sleep(settle)
                 self._send(report)
 
     def _connect(self):
