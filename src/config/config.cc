@@ -82,6 +82,7 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
                                         int64_t{1} << 40));
     RETURN_IF_ERROR(m.Get("memory_limit_bytes", &c->ingest.memory_limit_bytes));
     RETURN_IF_ERROR(m.Get("max_waiting_reports", &c->ingest.max_waiting_reports));
+    RETURN_IF_ERROR(m.Get("memory_budget_bytes", &c->ingest.memory_budget_bytes));
     RETURN_IF_ERROR(
         CheckRange<int64_t>(m, "max_waiting_reports", c->ingest.max_waiting_reports, 1, 1 << 20));
     RETURN_IF_ERROR(m.Get("max_rows_per_report", &c->ingest.max_rows_per_report));
@@ -204,6 +205,16 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
         absl::StrCat("ingest.memory_limit_bytes: must be at least ingest.queue_max_bytes + "
                      "grpc.max_message_bytes (",
                      min_limit, ") and at most 2^42, got ", c->ingest.memory_limit_bytes));
+  }
+  // A budget below what the ingest bounds let the daemon hold would shed
+  // load the bounds admit.
+  if (c->ingest.memory_budget_bytes != 0 &&
+      (c->ingest.memory_budget_bytes < c->ingest.memory_limit_bytes ||
+       c->ingest.memory_budget_bytes > (int64_t{1} << 44))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ingest.memory_budget_bytes: must be 0 (no budget) or at least "
+        "ingest.memory_limit_bytes (",
+        c->ingest.memory_limit_bytes, ") and at most 2^44, got ", c->ingest.memory_budget_bytes));
   }
   return absl::OkStatus();
 }

@@ -39,6 +39,9 @@ struct IngestConfig {
   int64_t memory_limit_bytes = 640ll << 20;
   // Reports that may wait for room at once (one per stream).
   int64_t max_waiting_reports = 64;
+  // Resident memory above which ingest sheds load: new streams and reports
+  // are refused until it is back under. 0 = no budget.
+  int64_t memory_budget_bytes = 1536ll << 20;
   int64_t max_rows_per_report = 65536;          // logits rows over all blocks
   int64_t max_elements_per_report = 1ll << 30;  // logits + attention elements
   // false: a logits row with NaN/+Inf rejects the report (INVALID_ARGUMENT);

@@ -159,8 +159,9 @@ absl::Status Daemon::Start() {
             const entrowatch::v1::Verdict& verdict) { pusher->Update(run, active, verdict); });
     spdlog::info("pushing alerts to Alertmanager at {}", config_.alertmanager.url);
   }
-  service_ = std::make_unique<ingest::MonitorService>(LimitsOf(config_), queue_.get(),
-                                                      processor_.get(), processor_.get());
+  memory_guard_ = std::make_unique<ingest::MemoryGuard>(config_.ingest.memory_budget_bytes);
+  service_ = std::make_unique<ingest::MonitorService>(
+      LimitsOf(config_), queue_.get(), processor_.get(), processor_.get(), memory_guard_.get());
   service_->set_authorizer(*authorizer);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -209,6 +210,7 @@ void Daemon::SweeperLoop() {
     processor_->Sweep();
     metrics_->QueueLevel(queue_->reports(), queue_->bytes(), queue_->waiting_reports(),
                          queue_->waiting_bytes());
+    metrics_->MemoryLevel(ingest::ResidentBytes(), memory_guard_->budget_bytes());
   }
 }
 
@@ -266,8 +268,10 @@ void Daemon::Reload(const config::Config& config) {
       config.ingest.queue_max_reports != config_.ingest.queue_max_reports ||
       config.ingest.queue_max_bytes != config_.ingest.queue_max_bytes ||
       config.ingest.memory_limit_bytes != config_.ingest.memory_limit_bytes ||
-      config.ingest.max_waiting_reports != config_.ingest.max_waiting_reports) {
-    restart.push_back("ingest.workers/queue_*/memory_limit_bytes/max_waiting_reports");
+      config.ingest.max_waiting_reports != config_.ingest.max_waiting_reports ||
+      config.ingest.memory_budget_bytes != config_.ingest.memory_budget_bytes) {
+    restart.push_back(
+        "ingest.workers/queue_*/memory_limit_bytes/max_waiting_reports/memory_budget_bytes");
   }
   if (config.compute.backend != config_.compute.backend ||
       config.compute.threads != config_.compute.threads ||

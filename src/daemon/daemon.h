@@ -63,6 +63,7 @@ class Daemon {
   std::string backend_;
   std::unique_ptr<exporter::Metrics> metrics_;
   std::unique_ptr<ingest::WorkQueue> queue_;
+  std::unique_ptr<ingest::MemoryGuard> memory_guard_;
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;  // when enabled
   std::unique_ptr<store::DurableStore> store_;                // when state_dir is set
   std::unique_ptr<ReportProcessor> processor_;

@@ -628,4 +628,6 @@ void ReportProcessor::OnOutcome(const Ack& ack) {
   metrics_->ReportOutcome(exporter::ResultLabel(ack));
 }
 
+void ReportProcessor::OnStreamShed() { metrics_->StreamShed(); }
+
 }  // namespace entrowatch::daemon

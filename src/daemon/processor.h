@@ -66,6 +66,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   // ingest::IngestObserver
   void OnReceived(int64_t bytes) override;
   void OnOutcome(const entrowatch::v1::Ack& ack) override;
+  void OnStreamShed() override;
 
  private:
   struct Settings {

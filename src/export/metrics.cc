@@ -73,6 +73,11 @@ constexpr MetricSpec kCatalog[] = {
      "1 when the CUDA engine was wanted but the CPU engine is in use."},
     {"entrowatch_rows_skipped_total", "Logits rows skipped (skip_nonfinite_rows)."},
     {"entrowatch_runs", "Runs tracked."},
+    {"entrowatch_resident_memory_bytes", "Resident memory of entrowatchd (RSS)."},
+    {"entrowatch_memory_budget_bytes",
+     "ingest.memory_budget_bytes: above it ingest sheds load (0 = no budget)."},
+    {"entrowatch_streams_shed_total",
+     "New streams refused (RESOURCE_EXHAUSTED) while over the memory budget."},
     {"entrowatch_store_failures_total",
      "Refused writes of the state database (state_dir) by reason: full (disk full or "
      "store.max_db_bytes), io or other; the affected reports were refused with UNAVAILABLE."},
@@ -206,6 +211,9 @@ Metrics::Metrics(const MetricsOptions& options)
   compute_degraded_ = GaugeFamily("entrowatch_compute_degraded", r);
   rows_skipped_ = CounterFamily("entrowatch_rows_skipped_total", r);
   runs_ = GaugeFamily("entrowatch_runs", r);
+  resident_bytes_ = GaugeFamily("entrowatch_resident_memory_bytes", r);
+  memory_budget_bytes_ = GaugeFamily("entrowatch_memory_budget_bytes", r);
+  streams_shed_ = CounterFamily("entrowatch_streams_shed_total", r);
   store_failures_ = CounterFamily("entrowatch_store_failures_total", r);
   store_bytes_ = GaugeFamily("entrowatch_store_db_bytes", r);
   build_info_ = GaugeFamily("entrowatch_build_info", r);
@@ -222,6 +230,9 @@ Metrics::Metrics(const MetricsOptions& options)
   queue_waiting_bytes_->Add({});
   compute_degraded_->Add({});
   runs_->Add({});
+  resident_bytes_->Add({});
+  memory_budget_bytes_->Add({});
+  streams_shed_->Add({});
   for (const char* reason : {"full", "io", "other"}) {
     store_failures_->Add({{"reason", reason}});
   }
@@ -360,6 +371,13 @@ void Metrics::SetStoreBytes(int64_t bytes) {
 }
 
 void Metrics::SetRuns(int64_t runs) { runs_->Add({}).Set(static_cast<double>(runs)); }
+
+void Metrics::MemoryLevel(int64_t resident_bytes, int64_t budget_bytes) {
+  resident_bytes_->Add({}).Set(static_cast<double>(resident_bytes));
+  memory_budget_bytes_->Add({}).Set(static_cast<double>(budget_bytes));
+}
+
+void Metrics::StreamShed() { streams_shed_->Add({}).Increment(); }
 
 Metrics::RunSeries& Metrics::Series(const std::string& run) {
   auto& slot = runs_by_id_[run];

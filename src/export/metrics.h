@@ -58,6 +58,10 @@ class Metrics {
   void SetComputeDegraded(bool degraded);
   void SetBackend(const std::string& backend);
   void SetRuns(int64_t runs);
+  // The daemon's resident memory and its budget (0 = none).
+  void MemoryLevel(int64_t resident_bytes, int64_t budget_bytes);
+  // A new stream refused because the daemon was over its memory budget.
+  void StreamShed();
   // A write of the state database failed; reason: full, io or other.
   void StoreFailure(absl::string_view reason);
   void SetStoreBytes(int64_t bytes);
@@ -119,6 +123,9 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* compute_degraded_;
   prometheus::Family<prometheus::Counter>* rows_skipped_;
   prometheus::Family<prometheus::Gauge>* runs_;
+  prometheus::Family<prometheus::Gauge>* resident_bytes_;
+  prometheus::Family<prometheus::Gauge>* memory_budget_bytes_;
+  prometheus::Family<prometheus::Counter>* streams_shed_;
   prometheus::Family<prometheus::Counter>* store_failures_;
   prometheus::Family<prometheus::Gauge>* store_bytes_;
   prometheus::Family<prometheus::Gauge>* build_info_;

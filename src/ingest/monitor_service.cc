@@ -49,6 +49,13 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
       return;
     }
     grant_ = *grant;
+    if (service_->OverMemoryBudget()) {
+      // Shed before reading anything: the client retries after backoff.
+      service_->observer()->OnStreamShed();
+      finished_ = true;
+      Finish(common::ToGrpcStatus(service_->OverBudget()));
+      return;
+    }
     StartRead(&request_);
   }
 
@@ -103,6 +110,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   // further, or refuses it when the ingest memory limit would be passed.
   void PushParked() {
     WorkQueue* queue = service_->queue();
+    if (service_->OverMemoryBudget()) {
+      const absl::Status status = service_->OverBudget();
+      return RefuseParked(absl::UnavailableError(status.message()), common::ToGrpcStatus(status));
+    }
     switch (queue->Push(shard_, &parked_, [this](bool queued) { OnParkedQueued(queued); })) {
       case WorkQueue::Admission::kQueued:
         StartRead(&request_);
@@ -206,12 +217,13 @@ Ack RejectionAck(const Report& report, const absl::Status& status) {
 }
 
 MonitorService::MonitorService(const ValidationLimits& limits, WorkQueue* queue, RunDirectory* runs,
-                               IngestObserver* observer)
+                               IngestObserver* observer, MemoryGuard* memory_guard)
     : limits_(limits),
       authorizer_(std::make_shared<const Authorizer>(std::vector<TokenGrant>())),
       queue_(queue),
       runs_(runs),
-      observer_(observer) {}
+      observer_(observer),
+      memory_guard_(memory_guard) {}
 
 void MonitorService::set_authorizer(std::shared_ptr<const Authorizer> authorizer) {
   absl::MutexLock lock(&mu_);
@@ -276,10 +288,13 @@ grpc::ServerUnaryReactor* MonitorService::Submit(grpc::CallbackServerContext* co
       *response = std::move(ack);
       reactor->Finish(grpc::Status::OK);
     };
-    if (queue_->TryPush(queue_->ShardOf(request->run_id(), request->rank()), &item)) {
+    if (OverMemoryBudget()) {
+      status = OverBudget();
+    } else if (queue_->TryPush(queue_->ShardOf(request->run_id(), request->rank()), &item)) {
       return reactor;
+    } else {
+      status = queue_->closed() ? ShuttingDown() : QueueFull(*queue_);
     }
-    status = queue_->closed() ? ShuttingDown() : QueueFull(*queue_);
   }
   observer_->OnOutcome(RejectionAck(*request, status));
   reactor->Finish(common::ToGrpcStatus(status));

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
 #include "ingest/auth.h"
+#include "ingest/memory_guard.h"
 #include "ingest/validate.h"
 #include "ingest/work_queue.h"
 
@@ -35,13 +36,15 @@ class IngestObserver {
   virtual void OnReceived(int64_t bytes) = 0;
   // Its final outcome, as sent (Ack.code, duplicate, late).
   virtual void OnOutcome(const entrowatch::v1::Ack& ack) = 0;
+  // A new stream was refused because the daemon is over its memory budget.
+  virtual void OnStreamShed() {}
 };
 
 class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
  public:
-  // All pointers must outlive the service.
+  // All pointers must outlive the service; memory_guard may be null (off).
   MonitorService(const ValidationLimits& limits, WorkQueue* queue, RunDirectory* runs,
-                 IngestObserver* observer);
+                 IngestObserver* observer, MemoryGuard* memory_guard = nullptr);
   MonitorService(const MonitorService&) = delete;
   MonitorService& operator=(const MonitorService&) = delete;
 
@@ -68,6 +71,9 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   // Validation shared by both ingest paths (limits may change on reload).
   absl::Status Admit(const entrowatch::v1::Report& report);
   WorkQueue* queue() { return queue_; }
+  // True (and counted) while the daemon is over its memory budget.
+  bool OverMemoryBudget() { return memory_guard_ != nullptr && memory_guard_->Over(); }
+  absl::Status OverBudget() const { return memory_guard_->OverBudget(); }
   IngestObserver* observer() { return observer_; }
 
  private:
@@ -77,6 +83,7 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   WorkQueue* const queue_;
   RunDirectory* const runs_;
   IngestObserver* const observer_;
+  MemoryGuard* const memory_guard_;
 };
 
 // An Ack for a report refused before processing.

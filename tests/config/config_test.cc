@@ -31,6 +31,7 @@ TEST(ConfigTest, ShippedFileParsesToTheBuiltInDefaults) {
   EXPECT_EQ(c.ingest.queue_max_bytes, d.ingest.queue_max_bytes);
   EXPECT_EQ(c.ingest.memory_limit_bytes, d.ingest.memory_limit_bytes);
   EXPECT_EQ(c.ingest.max_waiting_reports, d.ingest.max_waiting_reports);
+  EXPECT_EQ(c.ingest.memory_budget_bytes, d.ingest.memory_budget_bytes);
   EXPECT_EQ(c.ingest.max_rows_per_report, d.ingest.max_rows_per_report);
   EXPECT_EQ(c.ingest.max_elements_per_report, d.ingest.max_elements_per_report);
   EXPECT_EQ(c.ingest.skip_nonfinite_rows, d.ingest.skip_nonfinite_rows);
@@ -68,13 +69,19 @@ TEST(ConfigTest, ValuesAreRead) {
 TEST(ConfigTest, IngestMemoryBoundsAreRead) {
   auto c = ParseConfig(
       "grpc: {max_message_bytes: 1048576}\n"
-      "ingest: {queue_max_bytes: 1048576, memory_limit_bytes: 2097152, max_waiting_reports: 3}\n");
+      "ingest: {queue_max_bytes: 1048576, memory_limit_bytes: 2097152, max_waiting_reports: 3,\n"
+      "         memory_budget_bytes: 2097152}\n");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->ingest.memory_limit_bytes, 2097152);
   EXPECT_EQ(c->ingest.max_waiting_reports, 3);
+  EXPECT_EQ(c->ingest.memory_budget_bytes, 2097152);
+  auto off = ParseConfig("ingest: {memory_budget_bytes: 0}\n");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->ingest.memory_budget_bytes, 0);
   const Config d;
   EXPECT_GE(d.ingest.memory_limit_bytes, d.ingest.queue_max_bytes + d.grpc.max_message_bytes)
       << "the defaults satisfy their own rule";
+  EXPECT_GE(d.ingest.memory_budget_bytes, d.ingest.memory_limit_bytes);
 }
 
 TEST(ConfigTest, StoreLimitsAreRead) {
@@ -129,6 +136,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "store.max_db_bytes (line 2): expected 0 (unlimited) or at least 65536, got 4096"},
         BadCase{"store:\n  retention: 5\n", "unknown key 'store.retention' (line 2)"},
         BadCase{"store: 5\n", "store (line 1): expected a mapping"},
+        BadCase{"ingest: {memory_budget_bytes: 671088639}\n",
+                "ingest.memory_budget_bytes: must be 0 (no budget) or at least "
+                "ingest.memory_limit_bytes (671088640)"},
         BadCase{"ingest: {max_waiting_reports: 0}\n",
                 "ingest.max_waiting_reports (line 1): expected a value in [1, "},
         BadCase{"ingest: {memory_limit_bytes: 536870912}\n",

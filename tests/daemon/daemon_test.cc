@@ -580,6 +580,37 @@ TEST_F(DaemonTest, OverCapacityStreamsArePushedBackAndClientsResendEverything) {
   EXPECT_TRUE(AwaitMetric(*daemon_, "entrowatch_queue_waiting_bytes", 0));
 }
 
+// Over its memory budget the daemon sheds ingest: new streams end at once
+// with RESOURCE_EXHAUSTED naming the budget, Submit is refused the same way,
+// and everything else keeps working. (A 2 MiB budget: the daemon is over it
+// from the start.)
+TEST_F(DaemonTest, OverTheMemoryBudgetIngestIsShedAndTheDaemonStaysUp) {
+  StartDaemon(
+      "grpc: {listen: \"127.0.0.1:0\", max_message_bytes: 1048576}\n"
+      "ingest: {queue_max_bytes: 1048576, memory_limit_bytes: 2097152,\n"
+      "         memory_budget_bytes: 2097152}\n");
+  grpc::ClientContext ctx;
+  auto stream = stub_->Stream(&ctx);
+  stream->Write(MakeReport("shed", 1, 1));  // may fail once the call has ended
+  v1::Ack ack;
+  EXPECT_FALSE(stream->Read(&ack)) << "no Ack: the stream is refused before reading";
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("ingest.memory_budget_bytes=2097152"));
+
+  const grpc::Status submitted = Submit(*stub_, MakeReport("shed", 1, 1), &ack);
+  EXPECT_EQ(submitted.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(submitted.error_message(), HasSubstr("over its memory budget"));
+
+  EXPECT_FALSE(GetRun(*stub_, "shed").ok()) << "nothing was taken";
+  ASSERT_TRUE(AwaitMetric(*daemon_, "entrowatch_memory_budget_bytes", 2097152));
+  auto scrape = daemon_->Scrape();
+  ASSERT_TRUE(scrape.ok());
+  EXPECT_GE(MetricValue(*scrape, "entrowatch_streams_shed_total"), 1);
+  EXPECT_GT(MetricValue(*scrape, "entrowatch_resident_memory_bytes"), 2097152);
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_reports_total{result=\"resource_exhausted\"}"), 1);
+}
+
 TEST_F(DaemonTest, GarbageBytesOnTheWireDoNotHurtTheDaemon) {
   StartDaemon();
   const std::string addr = daemon_->grpc_address();
