@@ -13,11 +13,14 @@
 #   LOAD_SECONDS=10            sending time per (N, server), 1 s warm-up included
 #   LOAD_WINDOW=4              reports in flight per stream
 #   LOAD_BURST=48              concurrent Submits with logits at the end (0 = none)
-#   LOAD_QUEUE_MAX_BYTES=536870912   the daemon's ingest.queue_max_bytes
+#   LOAD_QUEUE_MAX_BYTES=536870912   the daemon's ingest.queue_max_bytes (its
+#                              memory_limit_bytes is 128 MiB more)
+#   LOAD_MEMORY_BUDGET=1610612736    the daemon's ingest.memory_budget_bytes
 #   LOAD_MAX_RSS_MB=6144       safety stop: stop sending when a server's RSS passes this
 #   LOAD_OVERLOAD=1            0 skips the overload check (it can take several GiB)
 #   LOAD_OVERLOAD_QUEUE_BYTES=67108864   queue bound of the second, deliberately
 #                              small daemon that the overload check saturates
+#   LOAD_OVERLOAD_BUDGET=536870912   its ingest.memory_budget_bytes
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +31,8 @@ seconds="${LOAD_SECONDS:-10}"
 window="${LOAD_WINDOW:-4}"
 burst="${LOAD_BURST:-48}"
 queue_max_bytes="${LOAD_QUEUE_MAX_BYTES:-536870912}"
+memory_budget="${LOAD_MEMORY_BUDGET:-1610612736}"
+overload_budget="${LOAD_OVERLOAD_BUDGET:-536870912}"
 max_rss_mb="${LOAD_MAX_RSS_MB:-6144}"
 overload="${LOAD_OVERLOAD:-1}"
 overload_queue_bytes="${LOAD_OVERLOAD_QUEUE_BYTES:-67108864}"
@@ -69,11 +74,12 @@ wait_ready() {  # PID FILE
   return 1
 }
 
-start_daemon() {  # NAME QUEUE_MAX_BYTES WORKERS BACKEND
+start_daemon() {  # NAME QUEUE_MAX_BYTES WORKERS BACKEND MEMORY_BUDGET
   cat >"${work}/$1.yaml" <<YAML
 grpc: {listen: "127.0.0.1:0"}
 metrics: {listen: "127.0.0.1:0"}
-ingest: {queue_max_bytes: $2, workers: $3, memory_limit_bytes: $(($2 + (128 << 20)))}
+ingest: {queue_max_bytes: $2, workers: $3, memory_limit_bytes: $(($2 + (128 << 20))),
+         memory_budget_bytes: $5}
 compute: {backend: $4}
 log: {level: warn}
 YAML
@@ -82,7 +88,7 @@ YAML
   wait_ready "${pids[-1]}" "${work}/$1.ready"
 }
 
-start_daemon daemon "${queue_max_bytes}" 2 auto
+start_daemon daemon "${queue_max_bytes}" 2 auto "${memory_budget}"
 daemon_pid="${pids[-1]}"
 "${sink}" --ready-file "${work}/sink.ready" --max-seconds 3600 2>"${work}/sink.log" &
 pids+=($!)
@@ -93,7 +99,8 @@ echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "daemon: $(cat "${work}/daemon.ready")"
 echo "config: ingest.queue_max_bytes ${queue_max_bytes} ($((queue_max_bytes >> 20)) MiB)," \
-  "ingest.memory_limit_bytes queue + 128 MiB, max_waiting_reports default 64, workers 2"
+  "ingest.memory_limit_bytes queue + 128 MiB, max_waiting_reports default 64," \
+  "ingest.memory_budget_bytes ${memory_budget} ($((memory_budget >> 20)) MiB), workers 2"
 echo "load: ${seconds} s per run (1 s warm-up), window ${window} per stream, 8 ranks per run," \
   "512 token entropies per report, a [64, 152064] bf16 logits block every 10th step"
 echo
@@ -112,7 +119,7 @@ done
 # a burst of unary Submits.
 if [[ "${overload}" != 0 ]]; then
   kill -TERM "${sink_pid}" "${daemon_pid}"
-  start_daemon overload "${overload_queue_bytes}" 1 cpu-reference
+  start_daemon overload "${overload_queue_bytes}" 1 cpu-reference "${overload_budget}"
   "${load}" --ready-file "${work}/overload.ready" --streams 1024 --window "${window}" \
     --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
     --run-prefix "overload" --label "overload-streams" --json >>"${results}"
@@ -122,16 +129,17 @@ if [[ "${overload}" != 0 ]]; then
   fi
 fi
 
-/usr/bin/python3 - "${results}" "$((queue_max_bytes + (128 << 20)))" "$((overload_queue_bytes + (128 << 20)))" <<'PY'
+/usr/bin/python3 - "${results}" "${memory_budget}" "${overload_queue_bytes}" "${overload_budget}" <<'PY'
 import json
 import sys
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
-limit_mib = int(sys.argv[2]) / 2**20
-overload_mib = int(sys.argv[3]) / 2**20
+budget_mib = int(sys.argv[2]) / 2**20
+overload_queue_mib = int(sys.argv[3]) / 2**20
+overload_budget_mib = int(sys.argv[4]) / 2**20
 sink = {r["streams"]: r for r in rows if r["label"] == "sink"}
 print("| N | server | reports/s | MiB/s | Ack p50 ms | Ack p99 ms | vs sink | server CPU cores "
-      "| RSS end MiB | RSS max MiB | RSS max / memory limit | sent | acked ok | refused, resent | errors |")
+      "| RSS end MiB | RSS max MiB | RSS max / budget | sent | acked ok | refused, resent | errors |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["label"] not in ("sink", "daemon"):
@@ -145,11 +153,13 @@ for r in rows:
     print(f'| {r["streams"]} | {r["label"]}{note} | {r["reports_per_s"]:.0f} | {r["mib_per_s"]:.0f} '
           f'| {r["p50_ms"]:.1f} | {r["p99_ms"]:.1f} | {ratio} | {cores:.2f} '
           f'| {r["server_rss_end_mib"]:.0f} | {r["server_rss_max_mib"]:.0f} '
-          f'| {r["server_rss_max_mib"] / limit_mib:.2f} | {r["sent"]} | {r["ok"]} '
+          f'| {r["server_rss_max_mib"] / budget_mib if budget_mib else float("nan"):.2f} '
+          f'| {r["sent"]} | {r["ok"]} '
           f'| {r["refused"]}, {r["resent"]} | {errors} |')
 if any(r["label"].startswith("overload") for r in rows):
-    print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_mib - 128:.0f} MiB, "
-      f"ingest.memory_limit_bytes {overload_mib:.0f} MiB, 1 worker, the float64 reference engine")
+    print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_queue_mib:.0f} MiB, "
+      f"ingest.memory_limit_bytes {overload_queue_mib + 128:.0f} MiB, "
+      f"ingest.memory_budget_bytes {overload_budget_mib:.0f} MiB, 1 worker, the float64 reference engine")
 for r in rows:
     if r["label"] == "overload-streams":
         errors = sum(r["ack_errors"].values()) + r["streams_failed"] + r["unmatched"]
@@ -159,7 +169,8 @@ for r in rows:
               f'{r["sent"] - r["acked"]} unacknowledged, {errors} errors; pushback: {r["refused"]} reports '
               f'answered UNAVAILABLE, {r["stream_restarts"]} streams resumed, {r["resent"]} reports resent; '
               f'RSS max {r["server_rss_max_mib"]:.0f} MiB = '
-              f'{r["server_rss_max_mib"] / overload_mib:.2f} x the memory limit'
+              f'{r["server_rss_max_mib"] / overload_budget_mib if overload_budget_mib else float("nan"):.2f} '
+              f'x the memory budget'
               f'{" (RSS safety stop)" if r["stopped_early"] else ""}')
     if r["label"] == "overload-burst":
         names = {"0": "OK", "8": "RESOURCE_EXHAUSTED", "4": "DEADLINE_EXCEEDED", "14": "UNAVAILABLE"}
