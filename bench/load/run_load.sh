@@ -11,6 +11,8 @@
 # environment:
 #   LOAD_STREAMS="1 64 1024"   stream counts
 #   LOAD_SECONDS=10            sending time per (N, server), 1 s warm-up included
+#   LOAD_ROUNDS=3              sink/daemon pairs per N, alternated; the ratio
+#                              reported is the median over the rounds
 #   LOAD_WINDOW=4              reports in flight per stream
 #   LOAD_BURST=48              concurrent Submits with logits at the end (0 = none)
 #   LOAD_QUEUE_MAX_BYTES=536870912   the daemon's ingest.queue_max_bytes (its
@@ -28,6 +30,7 @@ root="$(cd "${here}/../.." && pwd)"
 build="$(cd "${1:-${root}/build-load}" && pwd)"
 streams_list="${LOAD_STREAMS:-1 64 1024}"
 seconds="${LOAD_SECONDS:-10}"
+rounds="${LOAD_ROUNDS:-3}"
 window="${LOAD_WINDOW:-4}"
 burst="${LOAD_BURST:-48}"
 queue_max_bytes="${LOAD_QUEUE_MAX_BYTES:-536870912}"
@@ -80,6 +83,8 @@ grpc: {listen: "127.0.0.1:0"}
 metrics: {listen: "127.0.0.1:0"}
 ingest: {queue_max_bytes: $2, workers: $3, memory_limit_bytes: $(($2 + (128 << 20))),
          memory_budget_bytes: $5}
+# Every round streams to new runs (128 per round at N = 1024).
+runs: {max_runs: 4096}
 compute: {backend: $4}
 log: {level: warn}
 YAML
@@ -107,10 +112,12 @@ echo
 
 results="${work}/results.jsonl"
 for n in ${streams_list}; do
-  for server in sink daemon; do
-    "${load}" --ready-file "${work}/${server}.ready" --streams "${n}" --window "${window}" \
-      --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
-      --run-prefix "load-${n}-${server}" --label "${server}" --json >>"${results}"
+  for round in $(seq "${rounds}"); do
+    for server in sink daemon; do
+      "${load}" --ready-file "${work}/${server}.ready" --streams "${n}" --window "${window}" \
+        --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
+        --run-prefix "load-${n}-${server}-${round}" --label "${server}/${round}" --json >>"${results}"
+    done
   done
 done
 # Beyond capacity: a daemon with a small queue bound and one worker on the
@@ -137,16 +144,27 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 budget_mib = int(sys.argv[2]) / 2**20
 overload_queue_mib = int(sys.argv[3]) / 2**20
 overload_budget_mib = int(sys.argv[4]) / 2**20
-sink = {r["streams"]: r for r in rows if r["label"] == "sink"}
-print("| N | server | reports/s | MiB/s | Ack p50 ms | Ack p99 ms | vs sink | server CPU cores "
+import statistics
+
+def split(label):
+    server, _, round_ = label.partition("/")
+    return server, round_
+
+sink = {(r["streams"], split(r["label"])[1]): r for r in rows if split(r["label"])[0] == "sink"}
+ratios = {}
+print("| N | server / round | reports/s | MiB/s | Ack p50 ms | Ack p99 ms | vs sink | server CPU cores "
       "| RSS end MiB | RSS max MiB | RSS max / budget | sent | acked ok | refused, resent | errors |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    if r["label"] not in ("sink", "daemon"):
+    server, round_ = split(r["label"])
+    if server not in ("sink", "daemon"):
         continue
     ratio = ""
-    if r["label"] == "daemon" and sink.get(r["streams"], {}).get("reports_per_s"):
-        ratio = f'{r["reports_per_s"] / sink[r["streams"]]["reports_per_s"]:.2f}'
+    paired = sink.get((r["streams"], round_), {})
+    if server == "daemon" and paired.get("reports_per_s"):
+        value = r["reports_per_s"] / paired["reports_per_s"]
+        ratios.setdefault(r["streams"], []).append(value)
+        ratio = f"{value:.2f}"
     cores = r["server_cpu_s"] / r["window_s"] if r["window_s"] else 0
     errors = sum(r["ack_errors"].values()) + r["streams_failed"] + r["unmatched"]
     note = " (RSS stop)" if r["stopped_early"] else ""
@@ -156,6 +174,13 @@ for r in rows:
           f'| {r["server_rss_max_mib"] / budget_mib if budget_mib else float("nan"):.2f} '
           f'| {r["sent"]} | {r["ok"]} '
           f'| {r["refused"]}, {r["resent"]} | {errors} |')
+if ratios:
+    print()
+    print("| N | daemon / sink, median of rounds | rounds | min | max |")
+    print("|---|---|---|---|---|")
+    for n, values in ratios.items():
+        print(f"| {n} | {statistics.median(values):.2f} | {len(values)} | {min(values):.2f} "
+              f"| {max(values):.2f} |")
 if any(r["label"].startswith("overload") for r in rows):
     print(f"\nBeyond capacity: a second daemon with ingest.queue_max_bytes {overload_queue_mib:.0f} MiB, "
       f"ingest.memory_limit_bytes {overload_queue_mib + 128:.0f} MiB, "
