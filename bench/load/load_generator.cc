@@ -354,7 +354,6 @@ class Resumable {
   }
   // Every call, oldest first (valid once Done() or after Cancel()).
   const std::vector<std::unique_ptr<LoadStream>>& calls() const { return calls_; }
-  std::vector<std::unique_ptr<LoadStream>>& mutable_calls() { return calls_; }
   int64_t restarts() const { return restarts_; }
   grpc::Status status() const { return calls_.back()->status(); }
 

@@ -25,16 +25,6 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// An Ack naming its report, to be filled.
-Ack AckFor(const Report& report) {
-  Ack ack;
-  ack.set_run_id(report.run_id());
-  ack.set_rank(report.rank());
-  ack.set_seq(report.seq());
-  ack.set_step(report.step());
-  return ack;
-}
-
 // Shape of a validated 2-D / 3-D tensor.
 int64_t Dim(const entrowatch::v1::Tensor& t, int i) { return static_cast<int64_t>(t.shape(i)); }
 
@@ -216,7 +206,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
 }
 
 Ack ReportProcessor::Process(const Report& report) {
-  Ack ack = AckFor(report);
+  Ack ack = ingest::AckFor(report);
   const Settings s = settings();
   bool created = false;
   auto run_or = registry_.GetOrCreate(report.run_id(), s.aggregation, &created);
@@ -310,7 +300,7 @@ Ack ReportProcessor::Process(const Report& report) {
       absl::MutexLock relock(&run.mu);
       (accepted ? run.counters.accepted : run.counters.late)--;
       Refused(run, pending->batch.epoch);
-      ack = AckFor(report);  // no step or verdict from the refused state
+      ack = ingest::AckFor(report);  // no step or verdict from the refused state
       return refuse(saved);
     }
   }

@@ -111,8 +111,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   void PushParked() {
     WorkQueue* queue = service_->queue();
     if (service_->OverMemoryBudget()) {
-      const absl::Status status = service_->OverBudget();
-      return RefuseParked(absl::UnavailableError(status.message()), common::ToGrpcStatus(status));
+      return PushBack(service_->OverBudget());
     }
     switch (queue->Push(shard_, &parked_, [this](bool queued) { OnParkedQueued(queued); })) {
       case WorkQueue::Admission::kQueued:
@@ -122,13 +121,16 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
         return;
       case WorkQueue::Admission::kClosed:
         return RefuseParked(ShuttingDown(), grpc::Status::OK);
-      case WorkQueue::Admission::kOverLimit: {
-        // The report is answered UNAVAILABLE (not taken; resend it, as at
-        // shutdown) and the stream ends RESOURCE_EXHAUSTED (over capacity).
-        const absl::Status status = OverCapacity(*queue, parked_.bytes);
-        return RefuseParked(absl::UnavailableError(status.message()), common::ToGrpcStatus(status));
-      }
+      case WorkQueue::Admission::kOverLimit:
+        return PushBack(OverCapacity(*queue, parked_.bytes));
     }
+  }
+
+  // Over capacity (a RESOURCE_EXHAUSTED `why`): the parked report is
+  // answered UNAVAILABLE (not taken; resend it, as at shutdown) and the
+  // stream ends with `why`.
+  void PushBack(const absl::Status& why) {
+    RefuseParked(absl::UnavailableError(why.message()), common::ToGrpcStatus(why));
   }
 
   void OnParkedQueued(bool queued) {
@@ -205,12 +207,17 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
 
 }  // namespace
 
-Ack RejectionAck(const Report& report, const absl::Status& status) {
+Ack AckFor(const Report& report) {
   Ack ack;
   ack.set_run_id(report.run_id());
   ack.set_rank(report.rank());
   ack.set_seq(report.seq());
   ack.set_step(report.step());
+  return ack;
+}
+
+Ack RejectionAck(const Report& report, const absl::Status& status) {
+  Ack ack = AckFor(report);
   ack.set_code(static_cast<int32_t>(status.code()));
   ack.set_message(std::string(status.message()));
   return ack;

@@ -86,6 +86,8 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   MemoryGuard* const memory_guard_;
 };
 
+// An Ack naming its report (run, rank, seq, step), to be filled.
+entrowatch::v1::Ack AckFor(const entrowatch::v1::Report& report);
 // An Ack for a report refused before processing.
 entrowatch::v1::Ack RejectionAck(const entrowatch::v1::Report& report, const absl::Status& status);
 

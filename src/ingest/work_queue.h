@@ -85,7 +85,6 @@ class WorkQueue {
   // Reports waiting for room, and their bytes.
   int64_t waiting_reports() const;
   int64_t waiting_bytes() const;
-  int64_t max_bytes() const { return max_bytes_; }
   int64_t memory_limit_bytes() const { return memory_limit_bytes_; }
   int64_t max_waiting() const { return max_waiting_; }
 
