@@ -78,6 +78,9 @@ struct AttentionInput {
 struct AttentionOutput {
   std::vector<float> shannon;
   std::vector<float> renyi2;
+  // Per head: the largest score q.k * scale over its queries and the keys
+  // each query sees. Empty when the engine does not compute it.
+  std::vector<float> max_logit;
 };
 
 // Thread-compatible per call; implementations document whether concurrent
