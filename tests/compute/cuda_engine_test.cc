@@ -173,6 +173,12 @@ TEST_F(CudaEngineTest, AttentionMatchesReference) {
         EXPECT_NEAR(got.shannon[i], want.shannon[i], 1e-5 * std::max(1.0f, want.shannon[i])) << i;
         EXPECT_NEAR(got.renyi2[i], want.renyi2[i], 1e-5 * std::max(1.0f, want.renyi2[i])) << i;
       }
+      ASSERT_EQ(got.max_logit.size(), static_cast<size_t>(s.heads));
+      for (int64_t h = 0; h < s.heads; ++h) {
+        EXPECT_NEAR(got.max_logit[h], want.max_logit[h],
+                    2e-5 * std::max(1.0f, std::fabs(want.max_logit[h])))
+            << "head " << h;
+      }
     }
   }
 }

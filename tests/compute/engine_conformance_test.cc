@@ -421,6 +421,13 @@ TEST_P(EngineConformanceTest, AttentionMatchesMaterializedReference) {
         EXPECT_NEAR(out.renyi2[i], want.renyi2[i], tol * std::max(1.0, want.renyi2[i])) << i;
         EXPECT_LE(out.renyi2[i], out.shannon[i] + 1e-6);
       }
+      ASSERT_EQ(out.max_logit.size(), want.max_logit.size());
+      for (size_t h = 0; h < want.max_logit.size(); ++h) {
+        // Float dot products of d terms: a few ulps of the largest partial sum.
+        EXPECT_NEAR(out.max_logit[h], want.max_logit[h],
+                    2e-5 * std::max(1.0, std::fabs(want.max_logit[h])))
+            << "head " << h;
+      }
       if (s.causal && s.nq == s.nk) {
         EXPECT_EQ(out.shannon[0], 0.0f);  // the first query sees one key
       }

@@ -166,6 +166,7 @@ inline NaiveRow NaiveTokenEntropy(const TestMatrix& m, int64_t r, int64_t valid_
 struct NaiveAttention {
   std::vector<double> shannon;
   std::vector<double> renyi2;
+  std::vector<double> max_logit;  // per head
 };
 
 // Materializes every score row in float64 (small shapes only).
@@ -175,6 +176,7 @@ inline NaiveAttention NaiveAttentionEntropy(const AttentionInput& in) {
   const double scale = in.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(d)) : in.scale;
   const int64_t group = in.heads / in.kv_heads;
   for (int64_t h = 0; h < in.heads; ++h) {
+    out.max_logit.push_back(-std::numeric_limits<double>::infinity());
     for (int64_t i = 0; i < in.nq; ++i) {
       const int64_t keys = in.causal ? in.nk - in.nq + i + 1 : in.nk;
       std::vector<double> scores(keys);
@@ -185,6 +187,7 @@ inline NaiveAttention NaiveAttentionEntropy(const AttentionInput& in) {
                  common::LoadAsFloat(in.dtype, in.k, ((h / group) * in.nk + j) * d + c);
         }
         scores[j] = scale * dot;
+        out.max_logit.back() = std::max(out.max_logit.back(), scores[j]);
       }
       double top1;
       std::vector<double> p;

@@ -88,9 +88,11 @@ absl::Status ReferenceEngine::AttentionEntropy(const AttentionInput& in, Attenti
   const int64_t group = in.heads / in.kv_heads;
   out->shannon.assign(in.heads * in.nq, 0.0f);
   out->renyi2.assign(in.heads * in.nq, 0.0f);
+  out->max_logit.assign(in.heads, 0.0f);
   std::vector<double> query(d);
   for (int64_t h = 0; h < in.heads; ++h) {
     const int64_t kv = h / group;
+    double head_max = -INFINITY;
     for (int64_t i = 0; i < in.nq; ++i) {
       for (int64_t c = 0; c < d; ++c) {
         query[c] = common::LoadAsFloat(in.dtype, in.q, (h * in.nq + i) * d + c);
@@ -103,11 +105,13 @@ absl::Status ReferenceEngine::AttentionEntropy(const AttentionInput& in, Attenti
           dot += query[c] * common::LoadAsFloat(in.dtype, in.k, (kv * in.nk + j) * d + c);
         }
         AccumulateOne(acc, scale * dot);
+        head_max = std::max(head_max, scale * dot);
       }
       const AttentionStats stats = FinalizeAttention(acc, keys);
       out->shannon[h * in.nq + i] = static_cast<float>(stats.shannon);
       out->renyi2[h * in.nq + i] = static_cast<float>(stats.renyi2);
     }
+    out->max_logit[h] = static_cast<float>(head_max);
   }
   return absl::OkStatus();
 }

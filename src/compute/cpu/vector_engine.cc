@@ -149,6 +149,9 @@ absl::Status VectorEngine::AttentionEntropy(const AttentionInput& in, AttentionO
   const int64_t blocks = (in.nq + kQueriesPerTask - 1) / kQueriesPerTask;
   out->shannon.assign(in.heads * in.nq, 0.0f);
   out->renyi2.assign(in.heads * in.nq, 0.0f);
+  // Per task, the largest score of its queries (acc.h.m, the running maximum
+  // of the same pass); reduced per head below.
+  std::vector<float> task_max(in.heads * blocks, -INFINITY);
   pool_.ParallelFor(in.heads * blocks, [&](int64_t task) {
     const int64_t h = task / blocks;
     const int64_t first = (task % blocks) * kQueriesPerTask;
@@ -158,11 +161,17 @@ absl::Status VectorEngine::AttentionEntropy(const AttentionInput& in, AttentionO
       const int64_t visible = in.causal ? in.nk - in.nq + i + 1 : in.nk;
       AttentionAccumulator<float> acc;
       AccumulateAttentionScores(q.data() + (h * in.nq + i) * d, keys, visible, d, scale, &acc);
+      task_max[task] = std::max(task_max[task], acc.h.m);
       const AttentionStats stats = FinalizeAttention(acc, visible);
       out->shannon[h * in.nq + i] = static_cast<float>(stats.shannon);
       out->renyi2[h * in.nq + i] = static_cast<float>(stats.renyi2);
     }
   });
+  out->max_logit.assign(in.heads, -INFINITY);
+  for (int64_t task = 0; task < in.heads * blocks; ++task) {
+    float& head_max = out->max_logit[task / blocks];
+    head_max = std::max(head_max, task_max[task]);
+  }
   return absl::OkStatus();
 }
 

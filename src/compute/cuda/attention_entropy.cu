@@ -60,7 +60,7 @@ template <ElementType kType>
 __global__ void __launch_bounds__(kWarps * 32)
     AttentionEntropyKernel(const uint8_t* q, const uint8_t* k, int64_t heads, int64_t kv_heads,
                            int64_t nq, int64_t nk, int head_dim, bool causal, float scale,
-                           float* shannon, float* renyi2) {
+                           float* shannon, float* renyi2, float* row_max) {
   extern __shared__ float shared[];
   float* q_tile = shared;                        // [kQueries][head_dim]
   float* k_tile = shared + kQueries * head_dim;  // [kKeys][head_dim + 1]
@@ -129,6 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const AttentionStats stats = FinalizeAttention(row, visible);
       shannon[head * nq + query] = static_cast<float>(stats.shannon);
       renyi2[head * nq + query] = static_cast<float>(stats.renyi2);
+      row_max[head * nq + query] = total.m;
     }
   }
 }
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <ElementType kType>
 cudaError_t Launch(const void* q, const void* k, int64_t heads, int64_t kv_heads, int64_t nq,
                    int64_t nk, int64_t head_dim, bool causal, float scale, float* shannon,
-                   float* renyi2, cudaStream_t stream) {
+                   float* renyi2, float* row_max, cudaStream_t stream) {
   const size_t shared_bytes = sizeof(float) * (kQueries * head_dim + kKeys * (head_dim + 1));
   cudaError_t status = cudaFuncSetAttribute(AttentionEntropyKernel<kType>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -148,7 +149,7 @@ cudaError_t Launch(const void* q, const void* k, int64_t heads, int64_t kv_heads
                   static_cast<unsigned>(heads));
   AttentionEntropyKernel<kType><<<grid, kWarps * 32, shared_bytes, stream>>>(
       static_cast<const uint8_t*>(q), static_cast<const uint8_t*>(k), heads, kv_heads, nq, nk,
-      static_cast<int>(head_dim), causal, scale, shannon, renyi2);
+      static_cast<int>(head_dim), causal, scale, shannon, renyi2, row_max);
   return cudaGetLastError();
 }
 
@@ -157,7 +158,7 @@ cudaError_t Launch(const void* q, const void* k, int64_t heads, int64_t kv_heads
 cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* k, int64_t heads,
                                    int64_t kv_heads, int64_t nq, int64_t nk, int64_t head_dim,
                                    bool causal, float scale, float* shannon, float* renyi2,
-                                   cudaStream_t stream) {
+                                   float* row_max, cudaStream_t stream) {
   if (heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || nq < 1 || nk < 1 ||
       (causal && nq > nk) || head_dim < 1 || head_dim > kMaxAttentionHeadDim || heads > 65535 ||
       (nq + kQueries - 1) / kQueries > 0x7fffffff) {
@@ -166,13 +167,13 @@ cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* 
   switch (type) {
     case ElementType::kFloat32:
       return Launch<ElementType::kFloat32>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
-                                           shannon, renyi2, stream);
+                                           shannon, renyi2, row_max, stream);
     case ElementType::kFloat16:
       return Launch<ElementType::kFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
-                                           shannon, renyi2, stream);
+                                           shannon, renyi2, row_max, stream);
     case ElementType::kBFloat16:
       return Launch<ElementType::kBFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
-                                            shannon, renyi2, stream);
+                                            shannon, renyi2, row_max, stream);
   }
   return cudaErrorInvalidValue;
 }

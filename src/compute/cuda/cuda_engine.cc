@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -230,7 +231,7 @@ class CudaEngine final : public EntropyEngine {
     const size_t q_head = static_cast<size_t>(in.nq) * in.head_dim * esize;
     const size_t k_head = static_cast<size_t>(in.nk) * in.head_dim * esize;
     const size_t out_head = static_cast<size_t>(in.nq) * sizeof(float);
-    const size_t per_kv = AlignUp(group * q_head) + AlignUp(k_head) + 2 * AlignUp(group * out_head);
+    const size_t per_kv = AlignUp(group * q_head) + AlignUp(k_head) + 3 * AlignUp(group * out_head);
     Slot& slot = slots_[0];
     const int64_t kv_batch = std::min<int64_t>(in.kv_heads, slot.bytes / per_kv);
     if (kv_batch == 0) {
@@ -239,6 +240,7 @@ class CudaEngine final : public EntropyEngine {
     }
     out->shannon.assign(in.heads * in.nq, 0.0f);
     out->renyi2.assign(in.heads * in.nq, 0.0f);
+    out->max_logit.assign(in.heads, -INFINITY);
     const float scale = EffectiveScale(in);
     for (int64_t kv0 = 0; kv0 < in.kv_heads; kv0 += kv_batch) {
       const int64_t kvn = std::min(kv_batch, in.kv_heads - kv0);
@@ -248,27 +250,32 @@ class CudaEngine final : public EntropyEngine {
       const size_t k_bytes = kvn * k_head;
       const size_t s_off = k_off + AlignUp(k_bytes);
       const size_t r_off = s_off + AlignUp(hn * out_head);
+      const size_t m_off = r_off + AlignUp(hn * out_head);
+      const size_t out_end = m_off + hn * out_head;
       std::memcpy(slot.pinned, static_cast<const uint8_t*>(in.q) + kv0 * group * q_head, q_bytes);
       std::memcpy(slot.pinned + k_off, static_cast<const uint8_t*>(in.k) + kv0 * k_head, k_bytes);
       CUDA_RETURN_IF_ERROR(
           cudaMemcpyAsync(slot.device, slot.pinned, s_off, cudaMemcpyHostToDevice, slot.stream));
       CUDA_RETURN_IF_ERROR(
-          cudaMemsetAsync(slot.device + s_off, 0xff, r_off + hn * out_head - s_off, slot.stream));
+          cudaMemsetAsync(slot.device + s_off, 0xff, out_end - s_off, slot.stream));
       CUDA_RETURN_IF_ERROR(cuda::LaunchAttentionEntropy(
           ToElementType(in.dtype), slot.device, slot.device + k_off, hn, kvn, in.nq, in.nk,
           in.head_dim, in.causal, scale, reinterpret_cast<float*>(slot.device + s_off),
-          reinterpret_cast<float*>(slot.device + r_off), slot.stream));
+          reinterpret_cast<float*>(slot.device + r_off),
+          reinterpret_cast<float*>(slot.device + m_off), slot.stream));
       CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(slot.pinned + s_off, slot.device + s_off,
-                                           r_off + hn * out_head - s_off, cudaMemcpyDeviceToHost,
-                                           slot.stream));
+                                           out_end - s_off, cudaMemcpyDeviceToHost, slot.stream));
       CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(slot.stream));
       const auto* shannon = reinterpret_cast<const float*>(slot.pinned + s_off);
       const auto* renyi2 = reinterpret_cast<const float*>(slot.pinned + r_off);
+      const auto* row_max = reinterpret_cast<const float*>(slot.pinned + m_off);
       for (int64_t i = 0; i < hn * in.nq; ++i) {
         // Poisoned (NaN) entries were never written.
-        if (!(shannon[i] >= 0) || !(renyi2[i] >= 0)) {
+        if (!(shannon[i] >= 0) || !(renyi2[i] >= 0) || std::isnan(row_max[i])) {
           return absl::InternalError(absl::StrCat("cuda: attention output ", i, " not written"));
         }
+        float& head_max = out->max_logit[kv0 * group + i / in.nq];
+        head_max = std::max(head_max, row_max[i]);
       }
       std::copy_n(shannon, hn * in.nq, out->shannon.begin() + kv0 * group * in.nq);
       std::copy_n(renyi2, hn * in.nq, out->renyi2.begin() + kv0 * group * in.nq);

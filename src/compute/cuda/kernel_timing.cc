@@ -138,9 +138,10 @@ absl::StatusOr<double> TimeAttentionKernelMs(common::DType dtype, int64_t heads,
   const size_t q_bytes = static_cast<size_t>(heads) * seq * head_dim * esize;
   const size_t k_bytes = static_cast<size_t>(kv_heads) * seq * head_dim * esize;
   const size_t out_bytes = static_cast<size_t>(heads) * seq * sizeof(float);
-  DeviceBuffer q, k, shannon, renyi2;
-  for (auto [buffer, size] : {std::pair{&q, q_bytes}, std::pair{&k, k_bytes},
-                              std::pair{&shannon, out_bytes}, std::pair{&renyi2, out_bytes}}) {
+  DeviceBuffer q, k, shannon, renyi2, row_max;
+  for (auto [buffer, size] :
+       {std::pair{&q, q_bytes}, std::pair{&k, k_bytes}, std::pair{&shannon, out_bytes},
+        std::pair{&renyi2, out_bytes}, std::pair{&row_max, out_bytes}}) {
     if (absl::Status s = Check(cudaMalloc(&buffer->ptr, size), "cudaMalloc"); !s.ok()) {
       return s;
     }
@@ -154,7 +155,8 @@ absl::StatusOr<double> TimeAttentionKernelMs(common::DType dtype, int64_t heads,
   return MedianMs(iterations, [&] {
     return cuda::LaunchAttentionEntropy(
         ToElementType(dtype), q.ptr, k.ptr, heads, kv_heads, seq, seq, head_dim, causal, scale,
-        static_cast<float*>(shannon.ptr), static_cast<float*>(renyi2.ptr), nullptr);
+        static_cast<float*>(shannon.ptr), static_cast<float*>(renyi2.ptr),
+        static_cast<float*>(row_max.ptr), nullptr);
   });
 }
 

@@ -47,12 +47,13 @@ cudaError_t LaunchTokenEntropy(ElementType type, const void* logits, int64_t row
                                int splits, DevicePartial* partials, DeviceRow* out,
                                cudaStream_t stream);
 
-// q: heads x nq x d, k: kv_heads x nk x d of `type` on the device; shannon
-// and renyi2: heads * nq floats. head_dim <= kMaxAttentionHeadDim.
+// q: heads x nq x d, k: kv_heads x nk x d of `type` on the device; shannon,
+// renyi2 and row_max (each query's largest score, from the same pass):
+// heads * nq floats. head_dim <= kMaxAttentionHeadDim.
 constexpr int kMaxAttentionHeadDim = 256;
 cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* k, int64_t heads,
                                    int64_t kv_heads, int64_t nq, int64_t nk, int64_t head_dim,
                                    bool causal, float scale, float* shannon, float* renyi2,
-                                   cudaStream_t stream);
+                                   float* row_max, cudaStream_t stream);
 
 }  // namespace entrowatch::compute::cuda
