@@ -186,14 +186,17 @@ EW_HD EntropyStats Finalize(const EntropyAccumulator<T>& acc, int64_t valid_voca
 }
 
 // -ln p(target) for a target whose logit is z_target; +inf when the target
-// is masked (-inf).
+// is masked (-inf). The gap scale2 * (m - z_target) is taken in double: in
+// float it overflows (logits near +-3e38, or a temperature near 1e-6 with
+// large logits) where the surprisal itself is finite. Once per row.
 template <typename T>
 EW_HD double Surprisal(const EntropyAccumulator<T>& acc, T z_target, T scale2) {
   if (z_target == NegativeInfinity<T>()) {
     return static_cast<double>(INFINITY);
   }
-  const double s =
-      static_cast<double>(MathLog(acc.d)) + kLn2 * static_cast<double>(scale2 * (acc.m - z_target));
+  const double gap =
+      static_cast<double>(scale2) * (static_cast<double>(acc.m) - static_cast<double>(z_target));
+  const double s = static_cast<double>(MathLog(acc.d)) + kLn2 * gap;
   return s < 0 ? 0 : s;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compute/cpu/reference_engine.h"
+#include "compute/degrading_engine.h"
 #include "compute/engine_factory.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
@@ -180,6 +181,33 @@ TEST_F(CudaEngineTest, AttentionMatchesReference) {
             << "head " << h;
       }
     }
+  }
+}
+
+// NaN / Inf in q or k is the caller's error, as in the reference engine: an
+// InvalidArgument, and the degrading wrapper stays on the device.
+TEST_F(CudaEngineTest, NonFiniteAttentionInputIsInvalidArgumentAndDoesNotDegrade) {
+  DegradingEngine engine(std::move(engine_), std::make_unique<ReferenceEngine>());
+  for (float bad : {std::nanf(""), kInf, -kInf}) {
+    TestMatrix q(DType::kBFloat16, 2 * 40, 64);
+    TestMatrix k(DType::kBFloat16, 1 * 70, 64);
+    std::mt19937_64 rng(25);
+    testing::FillNormal(q, rng, 1.0f);
+    testing::FillNormal(k, rng, 1.0f);
+    k.Set(69, 63, bad);  // in the last key tile
+    AttentionInput in;
+    in.dtype = DType::kBFloat16;
+    in.q = q.data();
+    in.k = k.data();
+    in.heads = 2;
+    in.kv_heads = 1;
+    in.nq = 40;
+    in.nk = 70;
+    in.head_dim = 64;
+    AttentionOutput out;
+    const absl::Status status = engine.AttentionEntropy(in, &out);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_FALSE(engine.degraded());
   }
 }
 

@@ -12,6 +12,9 @@
 
 #include "compute/cpu/reference_engine.h"
 #include "compute/cpu/vector_engine.h"
+#if defined(ENTROWATCH_CONFORMANCE_CUDA)
+#include "compute/cuda/cuda_engine.h"
+#endif
 #include "compute/input_checks.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
@@ -33,6 +36,24 @@ struct EngineCase {
 
 void PrintTo(const EngineCase& engine, std::ostream* os) { *os << engine.name; }
 
+#if defined(ENTROWATCH_CONFORMANCE_CUDA)
+// The same suite against the CUDA engine (tests/cuda_emu runs it on the
+// emulated device): a roomy pool, and one small enough that a call spans
+// several batches on both streams.
+std::vector<EngineCase> Engines() {
+  auto make = [](int64_t pool_bytes) {
+    return [pool_bytes]() -> std::unique_ptr<EntropyEngine> {
+      absl::StatusOr<std::unique_ptr<EntropyEngine>> engine = CreateCudaEngine(pool_bytes);
+      if (!engine.ok()) {
+        ADD_FAILURE() << engine.status();
+        return std::make_unique<ReferenceEngine>();
+      }
+      return std::move(engine).value();
+    };
+  };
+  return {{"cuda", make(64 << 20), 1e-5}, {"cuda_small_pool", make(2 << 20), 1e-5}};
+}
+#else
 std::vector<EngineCase> Engines() {
   return {
       {"reference", [] { return std::make_unique<ReferenceEngine>(); }, 1e-9},
@@ -42,6 +63,7 @@ std::vector<EngineCase> Engines() {
       {"vector_3threads", [] { return std::make_unique<VectorEngine>(3); }, 1e-5},
   };
 }
+#endif
 
 class EngineConformanceTest : public ::testing::TestWithParam<EngineCase> {
  protected:
@@ -138,6 +160,22 @@ TEST_P(EngineConformanceTest, ExtremeSpansStayFinite) {
       EXPECT_EQ(out[r].entropy, 0.0) << "row " << r << " T " << temperature;
       EXPECT_NEAR(out[r].top1_prob, 1.0, 1e-9) << "row " << r << " T " << temperature;
     }
+  }
+}
+
+// The surprisal of a target far below the maximum: scale2 * (m - z) leaves
+// the float range (logits near +-3e38, or a temperature near 1e-6 with large
+// logits) while -log p stays finite in float64.
+TEST_P(EngineConformanceTest, SurprisalFarBelowTheMaximumStaysFinite) {
+  TestMatrix m(DType::kFloat32, 3, 5);
+  for (int64_t c = 0; c < 5; ++c) {
+    m.Set(0, c, c == 0 ? 3e38f : -3e38f);
+    m.Set(1, c, c == 0 ? 3e33f : -3e33f);
+    m.Set(2, c, static_cast<float>(c));
+  }
+  for (float temperature : {1.0f, kMinTemperature, 1e-3f, 50.0f}) {
+    SCOPED_TRACE(temperature);
+    CheckAgainstNaive(m, 5, temperature, {4, 3, 0}, 0, 1.0f);
   }
 }
 

@@ -126,7 +126,14 @@ inline NaiveRow NaiveTokenEntropy(const TestMatrix& m, int64_t r, int64_t valid_
   out.entropy = NaiveEntropy(x, &out.top1_prob, &probs);
   out.normalized = valid_vocab > 1 ? out.entropy / std::log(static_cast<double>(valid_vocab)) : 0;
   if (target >= 0) {
-    out.surprisal = -std::log(probs[target]);
+    // log-sum-exp form: -log p underflows to inf long before the surprisal
+    // itself leaves the float64 range.
+    const double max = *std::max_element(x.begin(), x.end());
+    double sum = 0;
+    for (double v : x) {
+      sum += std::exp(v - max);
+    }
+    out.surprisal = std::log(sum) + (max - x[target]);
   }
   // apply_top_k: entries below the k-th largest value become -inf.
   std::vector<double> filtered = x;

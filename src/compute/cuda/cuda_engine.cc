@@ -103,6 +103,10 @@ class CudaEngine final : public EntropyEngine {
 
   absl::Status AttentionEntropy(const AttentionInput& in, AttentionOutput* out) override {
     RETURN_IF_ERROR(CheckAttentionInput(in));
+    // NaN / Inf (or scores past the float range) would reach the kernels and
+    // come back as unwritten outputs, an InternalError that degrades the
+    // engine for good; they are the caller's error, as in the reference.
+    RETURN_IF_ERROR(CheckAttentionValues(in));
     if (in.head_dim > cuda::kMaxAttentionHeadDim) {
       return absl::InvalidArgumentError(absl::StrCat("head_dim ", in.head_dim, " above ",
                                                      cuda::kMaxAttentionHeadDim,

@@ -11,9 +11,12 @@
 
 namespace entrowatch::compute {
 
-// Median milliseconds of `iterations` launches, timed with CUDA events, of
-// the token-entropy kernels on random rows x vocab logits of `dtype` (split
-// count as the engine chooses). Unavailable without a device.
+// Kernel-only milliseconds per launch of the token-entropy kernels on random
+// rows x vocab logits of `dtype` (split count as the engine chooses): the
+// median over `iterations` samples, each a run of back-to-back launches
+// between CUDA events after the L2 is flushed, as the PyTorch anchors are
+// timed. InvalidArgument when the logits fit in the L2 (the figure would
+// measure the cache); Unavailable without a device.
 absl::StatusOr<double> TimeTokenKernelMs(common::DType dtype, int64_t rows, int64_t vocab,
                                          int iterations);
 

@@ -24,7 +24,7 @@ struct DeviceRow {
   float entropy;
   float normalized;
   float top1_prob;
-  float surprisal;
+  double surprisal;  // beyond the float range for targets far below the maximum
 };
 
 // Partial accumulator of one split-vocab chunk of a row.

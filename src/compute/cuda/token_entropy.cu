@@ -157,7 +157,7 @@ __global__ void TokenFinalizeKernel(const uint8_t* logits, int64_t rows, int64_t
     acc = Merge(acc, EntropyAccumulator<float>{p.m, p.d, p.u}, scale2);
     non_finite |= p.non_finite;
   }
-  DeviceRow r{kRowOk, 0.0f, 0.0f, 0.0f, 0.0f};
+  DeviceRow r{kRowOk, 0.0f, 0.0f, 0.0f, 0.0};
   if (non_finite != 0) {
     r.status = kRowNonFinite;
   } else if (acc.d == 0) {
@@ -169,7 +169,7 @@ __global__ void TokenFinalizeKernel(const uint8_t* logits, int64_t rows, int64_t
     r.top1_prob = static_cast<float>(stats.top1_prob);
     if (targets != nullptr) {
       const float z = LoadScalar<kType>(logits + row * cols * kElementBytes<kType>, targets[row]);
-      r.surprisal = static_cast<float>(Surprisal(acc, z, scale2));
+      r.surprisal = Surprisal(acc, z, scale2);
     }
   }
   out[row] = r;
