@@ -1,5 +1,12 @@
 // Token entropy: one read of the logits, fp32 accumulators, 16-byte loads,
 // split-vocab partials when rows are few. Kernels first, then launchers.
+//
+// The main loop is built to stay under the memory floor: per element one
+// conversion, one subtract, one multiply, one clamp, one ex2.approx.ftz and
+// two adds; the tile maximum runs on packed bf16x2 / f16x2 words with
+// NaN-propagating max, which screens the tile for NaN / +Inf as well, so no
+// instruction is spent per element on screening or on masked (-inf) logits.
+// bench/gpu/count_ptx.py counts what nvcc emits (bench/RESULTS.md).
 
 #include <cuda_fp16.h>
 
@@ -36,26 +43,143 @@ __device__ __forceinline__ float LoadScalar(const uint8_t* row, int64_t i) {
   }
 }
 
-// One 16-byte load into kPerVector floats.
+// Marks a branch the main loop rarely takes (a tile raising the running
+// maximum, a non-finite tile) with a PTX comment, so that
+// bench/gpu/count_ptx.py can leave it out of the steady-state count. Emits
+// no instruction.
+__device__ __forceinline__ void ColdPath() {
+#if defined(__CUDA_ARCH__)
+  asm volatile("// entrowatch: cold path");
+#endif
+}
+
+// Bits of a 16-byte vector whose values are all -inf (stands in for the
+// vectors past a chunk's end).
 template <ElementType kType>
-__device__ __forceinline__ void LoadVector(const uint8_t* p, float* out) {
-  if constexpr (kType == ElementType::kFloat32) {
-    const float4 v = __ldg(reinterpret_cast<const float4*>(p));
-    out[0] = v.x;
-    out[1] = v.y;
-    out[2] = v.z;
-    out[3] = v.w;
+constexpr uint32_t kMaskedWord = kType == ElementType::kFloat32   ? 0xff800000u
+                                 : kType == ElementType::kFloat16 ? 0xfc00fc00u
+                                                                  : 0xff80ff80u;
+
+// Maximum that propagates NaN (max.NaN, sm_80+): a NaN anywhere makes the
+// result NaN, and +Inf makes it +Inf, so a tile's maximum screens the tile
+// for non-finite values at no extra cost.
+__device__ __forceinline__ float MaxNaN(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return a != a || b != b ? __uint_as_float(0x7fffffffu) : (a > b ? a : b);
+#endif
+}
+
+// The same on a word of two packed 16-bit values: one instruction per two
+// elements (max.NaN.bf16x2 / max.NaN.f16x2).
+template <ElementType kType>
+__device__ __forceinline__ uint32_t MaxNaN2(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  uint32_t r;
+  if constexpr (kType == ElementType::kBFloat16) {
+    asm("max.NaN.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   } else {
-    const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+    asm("max.NaN.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  }
+  return r;
+#else
+  uint32_t r = 0;
+  for (int shift = 0; shift < 32; shift += 16) {
+    const uint32_t x = (a >> shift) & 0xffffu;
+    const uint32_t y = (b >> shift) & 0xffffu;
+    const float fx = kType == ElementType::kBFloat16 ? Bf16BitsToFloat(x) : HalfBitsToFloat(x);
+    const float fy = kType == ElementType::kBFloat16 ? Bf16BitsToFloat(y) : HalfBitsToFloat(y);
+    const uint32_t nan = kType == ElementType::kBFloat16 ? 0x7fffu : 0x7fffu;
+    r |= (fx != fx || fy != fy ? nan : (fx >= fy ? x : y)) << shift;
+  }
+  return r;
+#endif
+}
+
+// The two values of a packed word: the low half, then the high half.
+template <ElementType kType>
+__device__ __forceinline__ void Unpack(uint32_t w, float& lo, float& hi) {
+  if constexpr (kType == ElementType::kBFloat16) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  } else {
+    lo = HalfBitsToFloat(w & 0xffffu);
+    hi = HalfBitsToFloat(w >> 16);
+  }
+}
+
+// NaN-propagating maximum of a thread's tile of loaded vectors.
+template <ElementType kType>
+__device__ __forceinline__ float TileMax(const uint4* raw) {
+  if constexpr (kType == ElementType::kFloat32) {
+    float m = __uint_as_float(raw[0].x);
 #pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      if constexpr (kType == ElementType::kBFloat16) {
-        out[2 * w] = Bf16BitsToFloat(words[w] & 0xffffu);
-        out[2 * w + 1] = Bf16BitsToFloat(words[w] >> 16);
+    for (int l = 0; l < kTokenLoadsPerStep; ++l) {
+      const uint32_t w[4] = {raw[l].x, raw[l].y, raw[l].z, raw[l].w};
+#pragma unroll
+      for (int i = l == 0 ? 1 : 0; i < 4; ++i) {
+        m = MaxNaN(m, __uint_as_float(w[i]));
+      }
+    }
+    return m;
+  } else {
+    uint32_t m = raw[0].x;
+#pragma unroll
+    for (int l = 0; l < kTokenLoadsPerStep; ++l) {
+      const uint32_t w[4] = {raw[l].x, raw[l].y, raw[l].z, raw[l].w};
+#pragma unroll
+      for (int i = l == 0 ? 1 : 0; i < 4; ++i) {
+        m = MaxNaN2<kType>(m, w[i]);
+      }
+    }
+    float lo, hi;
+    Unpack<kType>(m, lo, hi);
+    return MaxNaN(lo, hi);
+  }
+}
+
+// Adds one finite or -inf logit to an accumulator whose maximum m is at
+// least z and finite: no branch, one exp2 (ex2.approx.ftz). A masked logit
+// gives the floor: exp2 flushes to 0 and 0 * floor adds 0.
+__device__ __forceinline__ void AddBelowMax(EntropyAccumulator<float>& acc, float z, float scale2) {
+  const float t = fmaxf(scale2 * (z - acc.m), Exp2ArgFloor<float>());
+  const float e = FastExp2(t);
+  acc.d += e;
+  acc.u = fmaf(e, t, acc.u);
+}
+
+// Folds a thread's tile (kTokenLoadsPerStep 16-byte vectors) into `acc`:
+// the tile maximum first (which also screens it), one rescale at most, then
+// one AddBelowMax per element. A tile with NaN or +Inf is flagged and left
+// out; a tile of -inf only adds nothing.
+template <ElementType kType>
+__device__ __forceinline__ void AccumulateVectors(EntropyAccumulator<float>& acc, const uint4* raw,
+                                                  float scale2, bool& non_finite) {
+  const float tile_max = TileMax<kType>(raw);
+  if (!(tile_max > -INFINITY && tile_max < INFINITY)) {
+    ColdPath();
+    non_finite = non_finite || tile_max != -INFINITY;
+    return;
+  }
+  if (tile_max > acc.m) {
+    ColdPath();
+    Rescale(acc, tile_max, scale2);
+  }
+#pragma unroll
+  for (int l = 0; l < kTokenLoadsPerStep; ++l) {
+    const uint32_t w[4] = {raw[l].x, raw[l].y, raw[l].z, raw[l].w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (kType == ElementType::kFloat32) {
+        AddBelowMax(acc, __uint_as_float(w[i]), scale2);
       } else {
-        out[2 * w] = HalfBitsToFloat(words[w] & 0xffffu);
-        out[2 * w + 1] = HalfBitsToFloat(words[w] >> 16);
+        float lo, hi;
+        Unpack<kType>(w[i], lo, hi);
+        AddBelowMax(acc, lo, scale2);
+        AddBelowMax(acc, hi, scale2);
       }
     }
   }
@@ -87,7 +211,6 @@ __global__ void __launch_bounds__(kTokenBlockThreads)
     TokenPartialKernel(const uint8_t* logits, int64_t cols, int64_t valid_vocab, int splits,
                        float scale2, DevicePartial* partials) {
   constexpr int kPer = kPerVector<kType>;
-  constexpr int kTile = kTokenLoadsPerStep * kPer;
   const int64_t row = blockIdx.x / splits;
   const int chunk = static_cast<int>(blockIdx.x % splits);
   const uint8_t* base = logits + row * cols * kElementBytes<kType>;
@@ -105,25 +228,29 @@ __global__ void __launch_bounds__(kTokenBlockThreads)
   const uint8_t* body = base + head * kElementBytes<kType>;
   const int64_t v_begin = vectors * chunk / splits;
   const int64_t v_end = vectors * (chunk + 1) / splits;
-  for (int64_t step = v_begin; step < v_end; step += kTokenBlockThreads * kTokenLoadsPerStep) {
-    float tile[kTile];
+  constexpr int64_t kStep = kTokenBlockThreads * kTokenLoadsPerStep;  // vectors per block step
+  int64_t step = v_begin;
+  // Whole steps: every load in bounds, no per-load check.
+  for (; step + kStep <= v_end; step += kStep) {
+    uint4 raw[kTokenLoadsPerStep];
+#pragma unroll
+    for (int l = 0; l < kTokenLoadsPerStep; ++l) {
+      raw[l] = __ldg(reinterpret_cast<const uint4*>(
+          body + (step + l * kTokenBlockThreads + threadIdx.x) * kLoadBytes));
+    }
+    AccumulateVectors<kType>(acc, raw, scale2, non_finite);
+  }
+  // The last, partial step: vectors past the chunk read as -inf.
+  if (step < v_end) {
+    uint4 raw[kTokenLoadsPerStep];
 #pragma unroll
     for (int l = 0; l < kTokenLoadsPerStep; ++l) {
       const int64_t v = step + l * kTokenBlockThreads + threadIdx.x;
-      if (v < v_end) {
-        LoadVector<kType>(body + v * kLoadBytes, tile + l * kPer);
-      } else {
-#pragma unroll
-        for (int j = 0; j < kPer; ++j) {
-          tile[l * kPer + j] = -INFINITY;
-        }
-      }
+      raw[l] = v < v_end ? __ldg(reinterpret_cast<const uint4*>(body + v * kLoadBytes))
+                         : uint4{kMaskedWord<kType>, kMaskedWord<kType>, kMaskedWord<kType>,
+                                 kMaskedWord<kType>};
     }
-#pragma unroll
-    for (int j = 0; j < kTile; ++j) {
-      tile[j] = Screen(tile[j], non_finite);
-    }
-    AccumulateTile(acc, tile, kTile, scale2);
+    AccumulateVectors<kType>(acc, raw, scale2, non_finite);
   }
   if (chunk == splits - 1) {
     for (int64_t i = head + vectors * kPer + threadIdx.x; i < valid_vocab;
