@@ -1,13 +1,24 @@
-// Fused attention entropy, FlashAttention style: a block owns kQueries
-// queries of one head, streams K through shared memory kKeys rows at a time,
-// and keeps an online (m, d, u, q) accumulator per query and lane (tiling in
-// entropy_math.h); the nq x nk score matrix never exists. Kernel first, then
-// the launcher.
+// Fused attention entropy, FlashAttention style: the nq x nk score matrix
+// never exists. Only QK^T and the online statistics are needed (no PV
+// product), so a block streams K tiles through shared memory and keeps one
+// accumulator (m, d, u, q) per query (entropy_math.h): Shannon and Renyi-2
+// from the same pass, one exp2 per score.
+//
+// Two kernels, one idea each:
+// - AttentionTensorCoreKernel (fp16 / bf16): QK^T on the tensor cores (WMMA
+//   16x16x16, fp32 accumulation), 64 queries per block (16 per warp), 64-key
+//   tiles, causal tiles a warp cannot see skipped;
+// - AttentionScalarKernel (fp32): CUDA-core FMAs on converted tiles, since
+//   fp32 inputs would lose precision on 16-bit tensor-core inputs.
+// Kernels first, then the launcher.
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 #include <cstdint>
 #include <cub/warp/warp_reduce.cuh>
+#include <type_traits>
 
 #include "compute/cuda/kernels.cuh"
 #include "compute/entropy_math.h"
@@ -15,22 +26,209 @@
 namespace entrowatch::compute::cuda {
 namespace {
 
+namespace wmma = nvcuda::wmma;
+
+// ---- tensor-core kernel (fp16 / bf16) ----------------------------------
+
+constexpr int kTcWarps = 4;
+constexpr int kTcThreads = kTcWarps * 32;
+constexpr int kFrag = 16;                     // WMMA tile edge
+constexpr int kTcQueries = kTcWarps * kFrag;  // 64 queries per block
+constexpr int kTcKeys = 64;                   // keys per shared-memory tile
+constexpr int kTcKeyFrags = kTcKeys / kFrag;  // accumulator fragments per warp
+constexpr int kTcKeysPerLane = kTcKeys / 2;   // two lanes share a query row
+constexpr int kScoreStride = kTcKeys + 4;     // floats; see the bank note below
+constexpr int kRowPad = 8;                    // elements: rows stay 16-byte multiples
+
+// Head dim rounded up to the WMMA k step; padding columns hold zeros.
+__host__ __device__ constexpr int PaddedDim(int head_dim) {
+  return (head_dim + kFrag - 1) / kFrag * kFrag;
+}
+__host__ __device__ constexpr int TileStride(int head_dim) { return PaddedDim(head_dim) + kRowPad; }
+
+// Shared memory: Q tile [64][stride] and K tile [64][stride] of 16-bit
+// elements, then per warp a [16][kScoreStride] float score tile.
+__host__ __device__ constexpr size_t TensorCoreSharedBytes(int head_dim) {
+  return 2 * size_t{2} * kTcQueries * TileStride(head_dim) +
+         sizeof(float) * kTcWarps * kFrag * kScoreStride;
+}
+
+template <ElementType kType>
+using Element16 = std::conditional_t<kType == ElementType::kBFloat16, __nv_bfloat16, __half>;
+
+// Copies rows [first, first + 64) of a [count][head_dim] 16-bit matrix into a
+// shared tile of `stride` elements per row, XOR-ing every element with `flip`
+// (0x8000 negates it exactly); missing rows and the padding columns become
+// zeros. 16-byte copies when rows are 16-byte multiples.
+__device__ __forceinline__ void LoadTile16(uint16_t* tile, const uint16_t* src, int64_t first,
+                                           int64_t count, int head_dim, int stride, uint16_t flip) {
+  const uint32_t flip2 = flip * 0x10001u;
+  const int padded = PaddedDim(head_dim);
+  if (head_dim % 8 == 0) {
+    const int chunks = padded / 8;  // 16-byte chunks per tile row
+    for (int i = threadIdx.x; i < kTcQueries * chunks; i += kTcThreads) {
+      const int r = i / chunks;
+      const int c = (i - r * chunks) * 8;
+      uint4 v = {0, 0, 0, 0};
+      if (first + r < count && c < head_dim) {
+        v = __ldg(reinterpret_cast<const uint4*>(src + (first + r) * head_dim + c));
+        v.x ^= flip2;
+        v.y ^= flip2;
+        v.z ^= flip2;
+        v.w ^= flip2;
+      }
+      *reinterpret_cast<uint4*>(tile + r * stride + c) = v;
+    }
+  } else {
+    for (int i = threadIdx.x; i < kTcQueries * padded; i += kTcThreads) {
+      const int r = i / padded;
+      const int c = i - r * padded;
+      tile[r * stride + c] = first + r < count && c < head_dim
+                                 ? static_cast<uint16_t>(src[(first + r) * head_dim + c] ^ flip)
+                                 : uint16_t{0};
+    }
+  }
+}
+
+// Grid: (query blocks, heads). Warp w owns queries first + 16w .. +15; lane
+// pair (2r, 2r + 1) owns row r of them, each lane one half of every key tile.
+template <ElementType kType>
+__global__ void __launch_bounds__(kTcThreads)
+    AttentionTensorCoreKernel(const uint16_t* q, const uint16_t* k, int64_t heads, int64_t kv_heads,
+                              int64_t nq, int64_t nk, int head_dim, bool causal, float scale,
+                              float* shannon, float* renyi2, float* row_max) {
+  using T = Element16<kType>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  const int stride = TileStride(head_dim);
+  uint16_t* q_tile = reinterpret_cast<uint16_t*>(shared);
+  uint16_t* k_tile = q_tile + kTcQueries * stride;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  float* scores = reinterpret_cast<float*>(k_tile + kTcKeys * stride) + warp * kFrag * kScoreStride;
+
+  const int64_t head = blockIdx.y;
+  const int64_t kv_head = head / (heads / kv_heads);
+  const int64_t first_query = static_cast<int64_t>(blockIdx.x) * kTcQueries;
+  // A negative scale is applied to Q (negation is exact in 16 bits), so the
+  // scores below are |scale| * dot and their maximum is the maximum dot.
+  const uint16_t flip = scale < 0 ? 0x8000 : 0;
+  const float abs_scale = fabsf(scale);
+  LoadTile16(q_tile, q + head * nq * head_dim, first_query, nq, head_dim, stride, flip);
+
+  // Keys visible to query i: [0, nk - nq + i] when causal, else all.
+  const int64_t causal_offset = causal ? nk - nq + 1 : nk;
+  const int64_t block_last = min(nq, first_query + kTcQueries) - 1;
+  const int64_t key_end = causal ? block_last + causal_offset : nk;
+  const int64_t warp_first = first_query + warp * kFrag;
+  const int64_t warp_last = min(nq, warp_first + kFrag) - 1;  // < warp_first: no rows
+  const int64_t warp_key_end = causal ? warp_last + causal_offset : nk;
+
+  const int row = lane / 2;
+  const int half = lane % 2;
+  const int64_t query = warp_first + row;
+  const int64_t visible = causal ? query + causal_offset : nk;
+  // Scores stay raw dot products: t = scale2 * (dot - m) with scale folded
+  // into scale2, as the token path does with temperature.
+  const float scale2 = abs_scale * static_cast<float>(kLog2e);
+  EntropyAccumulator<float> h;
+  float collision = 0;
+
+  for (int64_t key0 = 0; key0 < key_end; key0 += kTcKeys) {
+    __syncthreads();  // every warp is done with the previous K tile
+    LoadTile16(k_tile, k + kv_head * nk * head_dim, key0, nk, head_dim, stride, 0);
+    __syncthreads();  // the K tile is complete
+    if (warp_last < warp_first || key0 >= warp_key_end) {
+      continue;  // a causal tile this warp's queries cannot see (warp-uniform)
+    }
+    wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kTcKeyFrags];
+#pragma unroll
+    for (int n = 0; n < kTcKeyFrags; ++n) {
+      wmma::fill_fragment(acc[n], 0.0f);
+    }
+    for (int c = 0; c < PaddedDim(head_dim); c += kFrag) {
+      wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, wmma::row_major> a;
+      wmma::load_matrix_sync(a, reinterpret_cast<const T*>(q_tile + warp * kFrag * stride + c),
+                             stride);
+#pragma unroll
+      for (int n = 0; n < kTcKeyFrags; ++n) {
+        // K^T as a column-major matrix_b: element (c', key) at key * stride + c'.
+        wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, wmma::col_major> b;
+        wmma::load_matrix_sync(b, reinterpret_cast<const T*>(k_tile + n * kFrag * stride + c),
+                               stride);
+        wmma::mma_sync(acc[n], a, b, acc[n]);
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kTcKeyFrags; ++n) {
+      wmma::store_matrix_sync(scores + n * kFrag, acc[n], kScoreStride, wmma::mem_row_major);
+    }
+    __syncwarp();  // the warp's score tile is complete
+    // Lane (row, half) reads columns half * 32 + (j + lane) % 32: with a row
+    // stride of 68 floats the 32 lanes hit 32 different banks at every j.
+    const float* mine = scores + row * kScoreStride + half * kTcKeysPerLane;
+    const int64_t key_base = key0 + half * kTcKeysPerLane;
+    const int64_t limit = min(visible, nk) - key_base;  // columns < limit are visible
+    float x[kTcKeysPerLane];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kTcKeysPerLane; ++j) {
+      const int col = (j + lane) % kTcKeysPerLane;
+      x[j] = col < limit ? mine[col] : -INFINITY;
+      tile_max = fmaxf(tile_max, x[j]);
+    }
+    __syncwarp();  // scores read before the next tile overwrites them
+    if (tile_max == -INFINITY) {
+      continue;  // nothing visible in this lane's half (a per-tile branch)
+    }
+    if (tile_max > h.m) {
+      const float shift = ClampExp2Arg(scale2 * (h.m - tile_max));  // floor when empty
+      const float s = FastExp2(shift);
+      h.u = s * (h.u + h.d * shift);
+      h.d *= s;
+      collision *= s * s;
+      h.m = tile_max;
+    }
+#pragma unroll
+    for (int j = 0; j < kTcKeysPerLane; ++j) {
+      // Masked scores give the floor: exp2 flushes to 0, 0 * floor adds 0.
+      const float t = ClampExp2Arg(scale2 * (x[j] - h.m));
+      const float e = FastExp2(t);
+      h.d += e;
+      h.u = fmaf(e, t, h.u);
+      collision = fmaf(e, e, collision);
+    }
+  }
+
+  // Merge the lane pair sharing a row; the even lane writes it.
+  AttentionAccumulator<float> mine;
+  mine.h = h;
+  mine.q = collision;
+  AttentionAccumulator<float> other;
+  other.h.m = __shfl_xor_sync(0xffffffffu, h.m, 1);
+  other.h.d = __shfl_xor_sync(0xffffffffu, h.d, 1);
+  other.h.u = __shfl_xor_sync(0xffffffffu, h.u, 1);
+  other.q = __shfl_xor_sync(0xffffffffu, collision, 1);
+  if (half == 0 && query <= warp_last) {
+    // Merge in scale2 units: m is a raw dot product here.
+    AttentionAccumulator<float> total;
+    total.h = Merge(mine.h, other.h, scale2);
+    const float sa = mine.h.d == 0 ? 0.0f : exp2f(scale2 * (mine.h.m - total.h.m));
+    const float sb = other.h.d == 0 ? 0.0f : exp2f(scale2 * (other.h.m - total.h.m));
+    total.q = mine.q * sa * sa + other.q * sb * sb;
+    const AttentionStats stats = FinalizeAttention(total, min(visible, nk));
+    shannon[head * nq + query] = static_cast<float>(stats.shannon);
+    renyi2[head * nq + query] = static_cast<float>(stats.renyi2);
+    row_max[head * nq + query] = total.h.m * abs_scale;
+  }
+}
+
+// ---- scalar kernel (fp32) ----------------------------------------------
+
 constexpr int kWarps = 4;
 constexpr int kQueriesPerWarp = 4;
 constexpr int kQueries = kWarps * kQueriesPerWarp;  // per block
 constexpr int kKeys = kAttentionTileKeys;           // per shared-memory tile
 constexpr int kKeysPerLane = kKeys / kWarpLanes;
-
-template <ElementType kType>
-__device__ __forceinline__ float Load(const uint8_t* data, int64_t i) {
-  if constexpr (kType == ElementType::kFloat32) {
-    return reinterpret_cast<const float*>(data)[i];
-  } else if constexpr (kType == ElementType::kBFloat16) {
-    return __uint_as_float(static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(data)[i]) << 16);
-  } else {
-    return __half2float(__ushort_as_half(reinterpret_cast<const uint16_t*>(data)[i]));
-  }
-}
 
 struct AttentionPartial {
   float m;
@@ -55,15 +253,15 @@ struct MergeAttention {
 
 // Grid: (query blocks, heads). Shared memory: kQueries query rows and kKeys
 // key rows (padded by one float so lanes reading different keys hit
-// different banks), converted to float.
-template <ElementType kType>
+// different banks). Lane l of the warp owning a query folds keys
+// tile + l + 32 j (tiling in entropy_math.h).
 __global__ void __launch_bounds__(kWarps * 32)
-    AttentionEntropyKernel(const uint8_t* q, const uint8_t* k, int64_t heads, int64_t kv_heads,
-                           int64_t nq, int64_t nk, int head_dim, bool causal, float scale,
-                           float* shannon, float* renyi2, float* row_max) {
-  extern __shared__ float shared[];
-  float* q_tile = shared;                        // [kQueries][head_dim]
-  float* k_tile = shared + kQueries * head_dim;  // [kKeys][head_dim + 1]
+    AttentionScalarKernel(const float* q, const float* k, int64_t heads, int64_t kv_heads,
+                          int64_t nq, int64_t nk, int head_dim, bool causal, float scale,
+                          float* shannon, float* renyi2, float* row_max) {
+  extern __shared__ float shared_f32[];
+  float* q_tile = shared_f32;                        // [kQueries][head_dim]
+  float* k_tile = shared_f32 + kQueries * head_dim;  // [kKeys][head_dim + 1]
   const int k_stride = head_dim + 1;
   const int64_t head = blockIdx.y;
   const int64_t kv_head = head / (heads / kv_heads);
@@ -71,23 +269,25 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
-  for (int i = threadIdx.x; i < kQueries * head_dim; i += blockDim.x) {
-    const int64_t query = first_query + i / head_dim;
-    q_tile[i] = query < nq ? Load<kType>(q, (head * nq + query) * head_dim + i % head_dim) : 0.0f;
+  for (int r = 0; r < kQueries; ++r) {
+    const int64_t query = first_query + r;
+    for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
+      q_tile[r * head_dim + c] = query < nq ? q[(head * nq + query) * head_dim + c] : 0.0f;
+    }
   }
-  // Last key any query of this block sees.
   const int64_t last_query = min(nq, first_query + kQueries) - 1;
   const int64_t key_end = causal ? nk - nq + last_query + 1 : nk;
 
   AttentionAccumulator<float> acc[kQueriesPerWarp];
   for (int64_t key0 = 0; key0 < key_end; key0 += kKeys) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < kKeys * head_dim; i += blockDim.x) {
-      const int64_t key = key0 + i / head_dim;
-      k_tile[(i / head_dim) * k_stride + i % head_dim] =
-          key < nk ? Load<kType>(k, (kv_head * nk + key) * head_dim + i % head_dim) : 0.0f;
+    __syncthreads();  // every warp is done with the previous fp32 K tile
+    for (int r = 0; r < kKeys; ++r) {
+      const int64_t key = key0 + r;
+      for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
+        k_tile[r * k_stride + c] = key < nk ? k[(kv_head * nk + key) * head_dim + c] : 0.0f;
+      }
     }
-    __syncthreads();
+    __syncthreads();  // the fp32 K tile is complete
 #pragma unroll
     for (int w = 0; w < kQueriesPerWarp; ++w) {
       const int local = warp * kQueriesPerWarp + w;
@@ -134,21 +334,41 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// ---- launchers ---------------------------------------------------------
+
 template <ElementType kType>
-cudaError_t Launch(const void* q, const void* k, int64_t heads, int64_t kv_heads, int64_t nq,
-                   int64_t nk, int64_t head_dim, bool causal, float scale, float* shannon,
-                   float* renyi2, float* row_max, cudaStream_t stream) {
-  const size_t shared_bytes = sizeof(float) * (kQueries * head_dim + kKeys * (head_dim + 1));
-  cudaError_t status = cudaFuncSetAttribute(AttentionEntropyKernel<kType>,
+cudaError_t LaunchTensorCore(const void* q, const void* k, int64_t heads, int64_t kv_heads,
+                             int64_t nq, int64_t nk, int64_t head_dim, bool causal, float scale,
+                             float* shannon, float* renyi2, float* row_max, cudaStream_t stream) {
+  const size_t shared_bytes = TensorCoreSharedBytes(static_cast<int>(head_dim));
+  cudaError_t status = cudaFuncSetAttribute(AttentionTensorCoreKernel<kType>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(shared_bytes));
   if (status != cudaSuccess) {
     return status;
   }
+  const dim3 grid(static_cast<unsigned>((nq + kTcQueries - 1) / kTcQueries),
+                  static_cast<unsigned>(heads));
+  AttentionTensorCoreKernel<kType><<<grid, kTcThreads, shared_bytes, stream>>>(
+      static_cast<const uint16_t*>(q), static_cast<const uint16_t*>(k), heads, kv_heads, nq, nk,
+      static_cast<int>(head_dim), causal, scale, shannon, renyi2, row_max);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScalar(const void* q, const void* k, int64_t heads, int64_t kv_heads, int64_t nq,
+                         int64_t nk, int64_t head_dim, bool causal, float scale, float* shannon,
+                         float* renyi2, float* row_max, cudaStream_t stream) {
+  const size_t shared_bytes = sizeof(float) * (kQueries * head_dim + kKeys * (head_dim + 1));
+  cudaError_t status =
+      cudaFuncSetAttribute(AttentionScalarKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(shared_bytes));
+  if (status != cudaSuccess) {
+    return status;
+  }
   const dim3 grid(static_cast<unsigned>((nq + kQueries - 1) / kQueries),
                   static_cast<unsigned>(heads));
-  AttentionEntropyKernel<kType><<<grid, kWarps * 32, shared_bytes, stream>>>(
-      static_cast<const uint8_t*>(q), static_cast<const uint8_t*>(k), heads, kv_heads, nq, nk,
+  AttentionScalarKernel<<<grid, kWarps * 32, shared_bytes, stream>>>(
+      static_cast<const float*>(q), static_cast<const float*>(k), heads, kv_heads, nq, nk,
       static_cast<int>(head_dim), causal, scale, shannon, renyi2, row_max);
   return cudaGetLastError();
 }
@@ -161,19 +381,21 @@ cudaError_t LaunchAttentionEntropy(ElementType type, const void* q, const void* 
                                    float* row_max, cudaStream_t stream) {
   if (heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || nq < 1 || nk < 1 ||
       (causal && nq > nk) || head_dim < 1 || head_dim > kMaxAttentionHeadDim || heads > 65535 ||
-      (nq + kQueries - 1) / kQueries > 0x7fffffff) {
+      (nq + kQueries - 1) / kQueries > 0x7fffffff ||
+      reinterpret_cast<uintptr_t>(q) % kLoadBytes != 0 ||
+      reinterpret_cast<uintptr_t>(k) % kLoadBytes != 0) {
     return cudaErrorInvalidValue;
   }
   switch (type) {
     case ElementType::kFloat32:
-      return Launch<ElementType::kFloat32>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
-                                           shannon, renyi2, row_max, stream);
+      return LaunchScalar(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale, shannon, renyi2,
+                          row_max, stream);
     case ElementType::kFloat16:
-      return Launch<ElementType::kFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
-                                           shannon, renyi2, row_max, stream);
+      return LaunchTensorCore<ElementType::kFloat16>(
+          q, k, heads, kv_heads, nq, nk, head_dim, causal, scale, shannon, renyi2, row_max, stream);
     case ElementType::kBFloat16:
-      return Launch<ElementType::kBFloat16>(q, k, heads, kv_heads, nq, nk, head_dim, causal, scale,
-                                            shannon, renyi2, row_max, stream);
+      return LaunchTensorCore<ElementType::kBFloat16>(
+          q, k, heads, kv_heads, nq, nk, head_dim, causal, scale, shannon, renyi2, row_max, stream);
   }
   return cudaErrorInvalidValue;
 }
