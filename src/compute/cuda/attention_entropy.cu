@@ -6,8 +6,8 @@
 //
 // Two kernels, one idea each:
 // - AttentionTensorCoreKernel (fp16 / bf16): QK^T on the tensor cores (WMMA
-//   16x16x16, fp32 accumulation), 64 queries per block (16 per warp), 64-key
-//   tiles, causal tiles a warp cannot see skipped;
+//   16x16x16, fp32 accumulation), 128 queries per block (32 per warp, one
+//   per lane), 64-key tiles, causal tiles a warp cannot see skipped;
 // - AttentionScalarKernel (fp32): CUDA-core FMAs on converted tiles, since
 //   fp32 inputs would lose precision on 16-bit tensor-core inputs.
 // Kernels first, then the launcher.
@@ -32,13 +32,15 @@ namespace wmma = nvcuda::wmma;
 
 constexpr int kTcWarps = 4;
 constexpr int kTcThreads = kTcWarps * 32;
-constexpr int kFrag = 16;                     // WMMA tile edge
-constexpr int kTcQueries = kTcWarps * kFrag;  // 64 queries per block
-constexpr int kTcKeys = 64;                   // keys per shared-memory tile
-constexpr int kTcKeyFrags = kTcKeys / kFrag;  // accumulator fragments per warp
-constexpr int kTcKeysPerLane = kTcKeys / 2;   // two lanes share a query row
-constexpr int kScoreStride = kTcKeys + 4;     // floats; see the bank note below
-constexpr int kRowPad = 8;                    // elements: rows stay 16-byte multiples
+constexpr int kFrag = 16;                              // WMMA tile edge
+constexpr int kTcRowFrags = 2;                         // 16-row fragments per warp
+constexpr int kTcRowsPerWarp = kTcRowFrags * kFrag;    // 32: one query per lane
+constexpr int kTcQueries = kTcWarps * kTcRowsPerWarp;  // 128 queries per block
+constexpr int kTcKeys = 64;                            // keys per shared-memory tile
+constexpr int kTcKeyFrags = kTcKeys / kFrag;           // column fragments per warp
+constexpr int kTcPart = 32;                            // scores a lane folds at a time
+constexpr int kScoreStride = kTcKeys + 4;              // floats; see the bank note below
+constexpr int kRowPad = 8;                             // elements: rows stay 16-byte multiples
 
 // Head dim rounded up to the WMMA k step; padding columns hold zeros.
 __host__ __device__ constexpr int PaddedDim(int head_dim) {
@@ -46,27 +48,28 @@ __host__ __device__ constexpr int PaddedDim(int head_dim) {
 }
 __host__ __device__ constexpr int TileStride(int head_dim) { return PaddedDim(head_dim) + kRowPad; }
 
-// Shared memory: Q tile [64][stride] and K tile [64][stride] of 16-bit
-// elements, then per warp a [16][kScoreStride] float score tile.
+// Shared memory: Q tile [128][stride] and K tile [64][stride] of 16-bit
+// elements, then per warp a [32][kScoreStride] float score tile.
 __host__ __device__ constexpr size_t TensorCoreSharedBytes(int head_dim) {
-  return 2 * size_t{2} * kTcQueries * TileStride(head_dim) +
-         sizeof(float) * kTcWarps * kFrag * kScoreStride;
+  return size_t{2} * (kTcQueries + kTcKeys) * TileStride(head_dim) +
+         sizeof(float) * kTcWarps * kTcRowsPerWarp * kScoreStride;
 }
 
 template <ElementType kType>
 using Element16 = std::conditional_t<kType == ElementType::kBFloat16, __nv_bfloat16, __half>;
 
-// Copies rows [first, first + 64) of a [count][head_dim] 16-bit matrix into a
-// shared tile of `stride` elements per row, XOR-ing every element with `flip`
-// (0x8000 negates it exactly); missing rows and the padding columns become
-// zeros. 16-byte copies when rows are 16-byte multiples.
+// Copies rows [first, first + kRows) of a [count][head_dim] 16-bit matrix
+// into a shared tile of `stride` elements per row, XOR-ing every element with
+// `flip` (0x8000 negates it exactly); missing rows and the padding columns
+// become zeros. 16-byte copies when rows are 16-byte multiples.
+template <int kRows>
 __device__ __forceinline__ void LoadTile16(uint16_t* tile, const uint16_t* src, int64_t first,
                                            int64_t count, int head_dim, int stride, uint16_t flip) {
   const uint32_t flip2 = flip * 0x10001u;
   const int padded = PaddedDim(head_dim);
   if (head_dim % 8 == 0) {
     const int chunks = padded / 8;  // 16-byte chunks per tile row
-    for (int i = threadIdx.x; i < kTcQueries * chunks; i += kTcThreads) {
+    for (int i = threadIdx.x; i < kRows * chunks; i += kTcThreads) {
       const int r = i / chunks;
       const int c = (i - r * chunks) * 8;
       uint4 v = {0, 0, 0, 0};
@@ -80,7 +83,7 @@ __device__ __forceinline__ void LoadTile16(uint16_t* tile, const uint16_t* src, 
       *reinterpret_cast<uint4*>(tile + r * stride + c) = v;
     }
   } else {
-    for (int i = threadIdx.x; i < kTcQueries * padded; i += kTcThreads) {
+    for (int i = threadIdx.x; i < kRows * padded; i += kTcThreads) {
       const int r = i / padded;
       const int c = i - r * padded;
       tile[r * stride + c] = first + r < count && c < head_dim
@@ -90,8 +93,37 @@ __device__ __forceinline__ void LoadTile16(uint16_t* tile, const uint16_t* src, 
   }
 }
 
-// Grid: (query blocks, heads). Warp w owns queries first + 16w .. +15; lane
-// pair (2r, 2r + 1) owns row r of them, each lane one half of every key tile.
+// Folds kTcPart scores (raw dot products; masked ones -inf) into `h` and
+// `collision`: the part's maximum, one rescale at most, then one exp2 per
+// score. scale2 = |scale| * log2(e).
+__device__ __forceinline__ void FoldScores(const float* x, float part_max, float scale2,
+                                           EntropyAccumulator<float>& h, float& collision) {
+  if (part_max == -INFINITY) {
+    return;  // nothing visible in this part
+  }
+  if (part_max > h.m) {
+    const float shift = ClampExp2Arg(scale2 * (h.m - part_max));  // the floor when empty
+    const float s = FastExp2(shift);
+    h.u = s * (h.u + h.d * shift);
+    h.d *= s;
+    collision *= s * s;
+    h.m = part_max;
+  }
+#pragma unroll
+  for (int j = 0; j < kTcPart; ++j) {
+    // Masked scores give the floor: exp2 flushes to 0, 0 * floor adds 0.
+    const float t = fmaxf(scale2 * (x[j] - h.m), Exp2ArgFloor<float>());
+    const float e = FastExp2(t);
+    h.d += e;
+    h.u = fmaf(e, t, h.u);
+    collision = fmaf(e, e, collision);
+  }
+}
+
+// Grid: (query blocks, heads). Warp w owns queries first + 32w .. +31 (two
+// 16-row fragments, so each K fragment loaded from shared memory feeds two
+// mma); lane l owns query first + 32w + l and folds its row of every score
+// tile.
 template <ElementType kType>
 __global__ void __launch_bounds__(kTcThreads)
     AttentionTensorCoreKernel(const uint16_t* q, const uint16_t* k, int64_t heads, int64_t kv_heads,
@@ -104,7 +136,8 @@ __global__ void __launch_bounds__(kTcThreads)
   uint16_t* k_tile = q_tile + kTcQueries * stride;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  float* scores = reinterpret_cast<float*>(k_tile + kTcKeys * stride) + warp * kFrag * kScoreStride;
+  float* scores =
+      reinterpret_cast<float*>(k_tile + kTcKeys * stride) + warp * kTcRowsPerWarp * kScoreStride;
 
   const int64_t head = blockIdx.y;
   const int64_t kv_head = head / (heads / kv_heads);
@@ -113,112 +146,106 @@ __global__ void __launch_bounds__(kTcThreads)
   // scores below are |scale| * dot and their maximum is the maximum dot.
   const uint16_t flip = scale < 0 ? 0x8000 : 0;
   const float abs_scale = fabsf(scale);
-  LoadTile16(q_tile, q + head * nq * head_dim, first_query, nq, head_dim, stride, flip);
+  LoadTile16<kTcQueries>(q_tile, q + head * nq * head_dim, first_query, nq, head_dim, stride, flip);
 
   // Keys visible to query i: [0, nk - nq + i] when causal, else all.
   const int64_t causal_offset = causal ? nk - nq + 1 : nk;
   const int64_t block_last = min(nq, first_query + kTcQueries) - 1;
   const int64_t key_end = causal ? block_last + causal_offset : nk;
-  const int64_t warp_first = first_query + warp * kFrag;
-  const int64_t warp_last = min(nq, warp_first + kFrag) - 1;  // < warp_first: no rows
+  const int64_t warp_first = first_query + warp * kTcRowsPerWarp;
+  const int64_t warp_last = min(nq, warp_first + kTcRowsPerWarp) - 1;  // < warp_first: no rows
   const int64_t warp_key_end = causal ? warp_last + causal_offset : nk;
 
-  const int row = lane / 2;
-  const int half = lane % 2;
-  const int64_t query = warp_first + row;
-  const int64_t visible = causal ? query + causal_offset : nk;
+  const int64_t query = warp_first + lane;
+  const int64_t visible = min(causal ? query + causal_offset : nk, nk);
   // Scores stay raw dot products: t = scale2 * (dot - m) with scale folded
   // into scale2, as the token path does with temperature.
   const float scale2 = abs_scale * static_cast<float>(kLog2e);
   EntropyAccumulator<float> h;
   float collision = 0;
+  // Lane l reads column (j + l) % 32 of each 32-column part of its row: with
+  // a row stride of 68 floats, bank (5l + j) % 32 differs for all 32 lanes.
+  const float* my_row = scores + lane * kScoreStride;
 
   for (int64_t key0 = 0; key0 < key_end; key0 += kTcKeys) {
     __syncthreads();  // every warp is done with the previous K tile
-    LoadTile16(k_tile, k + kv_head * nk * head_dim, key0, nk, head_dim, stride, 0);
+    LoadTile16<kTcKeys>(k_tile, k + kv_head * nk * head_dim, key0, nk, head_dim, stride, 0);
     __syncthreads();  // the K tile is complete
     if (warp_last < warp_first || key0 >= warp_key_end) {
       continue;  // a causal tile this warp's queries cannot see (warp-uniform)
     }
-    wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kTcKeyFrags];
+    wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kTcRowFrags][kTcKeyFrags];
 #pragma unroll
-    for (int n = 0; n < kTcKeyFrags; ++n) {
-      wmma::fill_fragment(acc[n], 0.0f);
+    for (int r = 0; r < kTcRowFrags; ++r) {
+#pragma unroll
+      for (int n = 0; n < kTcKeyFrags; ++n) {
+        wmma::fill_fragment(acc[r][n], 0.0f);
+      }
     }
     for (int c = 0; c < PaddedDim(head_dim); c += kFrag) {
-      wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, wmma::row_major> a;
-      wmma::load_matrix_sync(a, reinterpret_cast<const T*>(q_tile + warp * kFrag * stride + c),
-                             stride);
+      wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, wmma::row_major> a[kTcRowFrags];
+#pragma unroll
+      for (int r = 0; r < kTcRowFrags; ++r) {
+        wmma::load_matrix_sync(
+            a[r],
+            reinterpret_cast<const T*>(q_tile + (warp * kTcRowsPerWarp + r * kFrag) * stride + c),
+            stride);
+      }
 #pragma unroll
       for (int n = 0; n < kTcKeyFrags; ++n) {
         // K^T as a column-major matrix_b: element (c', key) at key * stride + c'.
         wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, wmma::col_major> b;
         wmma::load_matrix_sync(b, reinterpret_cast<const T*>(k_tile + n * kFrag * stride + c),
                                stride);
-        wmma::mma_sync(acc[n], a, b, acc[n]);
+#pragma unroll
+        for (int r = 0; r < kTcRowFrags; ++r) {
+          wmma::mma_sync(acc[r][n], a[r], b, acc[r][n]);
+        }
       }
     }
 #pragma unroll
-    for (int n = 0; n < kTcKeyFrags; ++n) {
-      wmma::store_matrix_sync(scores + n * kFrag, acc[n], kScoreStride, wmma::mem_row_major);
+    for (int r = 0; r < kTcRowFrags; ++r) {
+#pragma unroll
+      for (int n = 0; n < kTcKeyFrags; ++n) {
+        wmma::store_matrix_sync(scores + r * kFrag * kScoreStride + n * kFrag, acc[r][n],
+                                kScoreStride, wmma::mem_row_major);
+      }
     }
     __syncwarp();  // the warp's score tile is complete
-    // Lane (row, half) reads columns half * 32 + (j + lane) % 32: with a row
-    // stride of 68 floats the 32 lanes hit 32 different banks at every j.
-    const float* mine = scores + row * kScoreStride + half * kTcKeysPerLane;
-    const int64_t key_base = key0 + half * kTcKeysPerLane;
-    const int64_t limit = min(visible, nk) - key_base;  // columns < limit are visible
-    float x[kTcKeysPerLane];
-    float tile_max = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < kTcKeysPerLane; ++j) {
-      const int col = (j + lane) % kTcKeysPerLane;
-      x[j] = col < limit ? mine[col] : -INFINITY;
-      tile_max = fmaxf(tile_max, x[j]);
+    for (int part = 0; part < kTcKeys / kTcPart; ++part) {
+      const float* mine = my_row + part * kTcPart;
+      const int64_t limit = visible - (key0 + part * kTcPart);  // columns < limit are visible
+      float x[kTcPart];
+      float part_max = -INFINITY;
+      if (limit >= kTcPart) {  // every column visible: no mask
+#pragma unroll
+        for (int j = 0; j < kTcPart; ++j) {
+          x[j] = mine[(j + lane) % kTcPart];
+          part_max = fmaxf(part_max, x[j]);
+        }
+      } else {  // the causal diagonal or the last keys
+#pragma unroll
+        for (int j = 0; j < kTcPart; ++j) {
+          const int col = (j + lane) % kTcPart;
+          const float score = mine[col];
+          x[j] = col < limit ? score : -INFINITY;
+          part_max = fmaxf(part_max, x[j]);
+        }
+      }
+      FoldScores(x, part_max, scale2, h, collision);
     }
     __syncwarp();  // scores read before the next tile overwrites them
-    if (tile_max == -INFINITY) {
-      continue;  // nothing visible in this lane's half (a per-tile branch)
-    }
-    if (tile_max > h.m) {
-      const float shift = ClampExp2Arg(scale2 * (h.m - tile_max));  // floor when empty
-      const float s = FastExp2(shift);
-      h.u = s * (h.u + h.d * shift);
-      h.d *= s;
-      collision *= s * s;
-      h.m = tile_max;
-    }
-#pragma unroll
-    for (int j = 0; j < kTcKeysPerLane; ++j) {
-      // Masked scores give the floor: exp2 flushes to 0, 0 * floor adds 0.
-      const float t = ClampExp2Arg(scale2 * (x[j] - h.m));
-      const float e = FastExp2(t);
-      h.d += e;
-      h.u = fmaf(e, t, h.u);
-      collision = fmaf(e, e, collision);
-    }
   }
 
-  // Merge the lane pair sharing a row; the even lane writes it.
-  AttentionAccumulator<float> mine;
-  mine.h = h;
-  mine.q = collision;
-  AttentionAccumulator<float> other;
-  other.h.m = __shfl_xor_sync(0xffffffffu, h.m, 1);
-  other.h.d = __shfl_xor_sync(0xffffffffu, h.d, 1);
-  other.h.u = __shfl_xor_sync(0xffffffffu, h.u, 1);
-  other.q = __shfl_xor_sync(0xffffffffu, collision, 1);
-  if (half == 0 && query <= warp_last) {
-    // Merge in scale2 units: m is a raw dot product here.
+  if (query <= warp_last) {
     AttentionAccumulator<float> total;
-    total.h = Merge(mine.h, other.h, scale2);
-    const float sa = mine.h.d == 0 ? 0.0f : exp2f(scale2 * (mine.h.m - total.h.m));
-    const float sb = other.h.d == 0 ? 0.0f : exp2f(scale2 * (other.h.m - total.h.m));
-    total.q = mine.q * sa * sa + other.q * sb * sb;
-    const AttentionStats stats = FinalizeAttention(total, min(visible, nk));
+    total.h = h;
+    total.q = collision;
+    const AttentionStats stats = FinalizeAttention(total, visible);
     shannon[head * nq + query] = static_cast<float>(stats.shannon);
     renyi2[head * nq + query] = static_cast<float>(stats.renyi2);
-    row_max[head * nq + query] = total.h.m * abs_scale;
+    row_max[head * nq + query] = h.m * abs_scale;
   }
 }
 
