@@ -17,6 +17,7 @@
 #include "compute/cuda/kernels.cuh"
 #include "compute/entropy_math.h"
 #include "gtest/gtest.h"
+#include "mma.h"
 
 namespace entrowatch::compute {
 namespace {
@@ -510,6 +511,41 @@ __global__ void ReadsSharedBeforeWriting(unsigned* out) {
   out[threadIdx.x] = words[threadIdx.x];
 }
 
+namespace wmma = nvcuda::wmma;
+using HalfA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major>;
+
+// Half the warp leaves before a warp-collective WMMA load.
+__global__ void WmmaFromAPartialWarp(const __half* tile) {
+  if (threadIdx.x >= 16) {
+    return;
+  }
+  HalfA a;
+  wmma::load_matrix_sync(a, tile, 16);
+}
+
+// Lanes pass different pointers to one collective load.
+__global__ void WmmaWithDivergentPointers(const __half* tile) {
+  HalfA a;
+  wmma::load_matrix_sync(a, tile + (threadIdx.x % 2) * 256, 16);
+}
+
+// A 16 x 16 x 16 product through fragments spread over the lanes.
+__global__ void WmmaProduct(const __half* a_tile, const __half* b_tile, float* out) {
+  HalfA a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+  wmma::fill_fragment(c, 1.0f);
+  wmma::load_matrix_sync(a, a_tile, 16);
+  wmma::load_matrix_sync(b, b_tile, 16);
+  wmma::mma_sync(c, a, b, c);
+  wmma::store_matrix_sync(out, c, 16, wmma::mem_row_major);
+}
+
+// Lane l sends l * 10 to lane l ^ 3.
+__global__ void ShuffleXor(int* out) {
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, static_cast<int>(threadIdx.x) * 10, 3);
+}
+
 template <typename K, typename... A>
 void LaunchOne(K kernel, unsigned threads, size_t smem, A... args) {
   kernel* emu::Config(1, threads, smem, nullptr) * emu::Args(args...);
@@ -536,6 +572,46 @@ TEST(EmulatorDeathTest, MisalignedVectorLoadIsFatal) {
   alignas(16) uint8_t in[64] = {};
   EXPECT_EXIT(LaunchOne(MisalignedVectorLoad, 32, 0, in, out.data()), ::testing::ExitedWithCode(86),
               "EMU FATAL: misaligned vector load");
+}
+
+TEST(EmulatorDeathTest, WmmaMisuseIsFatal) {
+  alignas(32) __half tile[512] = {};
+  EXPECT_EXIT(LaunchOne(WmmaFromAPartialWarp, 32, 0, static_cast<const __half*>(tile)),
+              ::testing::ExitedWithCode(86), "EMU FATAL: warp-collective operation in a warp");
+  EXPECT_EXIT(LaunchOne(WmmaWithDivergentPointers, 32, 0, static_cast<const __half*>(tile)),
+              ::testing::ExitedWithCode(86), "EMU FATAL: wmma: lanes of a warp passed different");
+  EXPECT_EXIT(LaunchOne(WmmaWithDivergentPointers, 32, 0, static_cast<const __half*>(tile + 1)),
+              ::testing::ExitedWithCode(86), "EMU FATAL: wmma: pointer not 32-byte aligned");
+}
+
+TEST(EmulatorTest, WmmaProductMatchesFloat64) {
+  alignas(32) __half a[256], b[256];
+  alignas(32) float out[256];
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<int> small(-8, 8);
+  for (int i = 0; i < 256; ++i) {
+    a[i].bits = common::FloatToHalf(small(rng) * 0.25f);
+    b[i].bits = common::FloatToHalf(small(rng) * 0.5f);
+  }
+  LaunchOne(WmmaProduct, 32, 0, static_cast<const __half*>(a), static_cast<const __half*>(b),
+            static_cast<float*>(out));
+  for (int r = 0; r < 16; ++r) {
+    for (int c = 0; c < 16; ++c) {
+      double want = 1.0;  // the filled accumulator
+      for (int k = 0; k < 16; ++k) {
+        // a row-major [r][k]; b column-major: element (k, c) at c * 16 + k.
+        want += static_cast<double>(common::HalfToFloat(a[r * 16 + k].bits)) *
+                common::HalfToFloat(b[c * 16 + k].bits);
+      }
+      EXPECT_EQ(out[r * 16 + c], want) << r << "," << c;  // exact: small dyadic values
+    }
+  }
+}
+
+TEST(EmulatorTest, ShuffleXorExchangesLanes) {
+  std::vector<int> out(64, -1);
+  LaunchOne(ShuffleXor, 64, 0, out.data());
+  for (int t = 0; t < 64; ++t) EXPECT_EQ(out[t], ((t % 32) ^ 3) * 10 + (t / 32) * 320) << t;
 }
 
 TEST(EmulatorTest, ThreadOrdersExposeAMissingBarrier) {
