@@ -16,10 +16,13 @@ its control-flow graph and counts:
           the row's maximum has been seen. Equal to `all` for kernels
           without the marks.
 `mov` instructions are counted (PTX register moves; ptxas removes most).
+With --max-steady N, exits 1 when the bf16 steady count exceeds N (the
+ctest entry ptx.token_kernel_budget guards the budget in CUDA builds).
 """
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,10 +170,17 @@ def main():
     parser.add_argument("--nvcc", default=os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc"))
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "..", ".."))
+    parser.add_argument("--max-steady", type=float,
+                        help="fail when bf16 needs more PTX operations per element")
     args = parser.parse_args()
     root = export_revision(args.rev, args.root) if args.rev else args.root
     work = tempfile.mkdtemp(prefix="ptx-")
-    ptx, verbose = compile_ptx(args.nvcc, root, args.arch, work)
+    try:
+        ptx, verbose = compile_ptx(args.nvcc, root, args.arch, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if args.rev:
+            shutil.rmtree(root, ignore_errors=True)
     regs = registers(verbose)
     print(f"# TokenPartialKernel main loop, {args.arch}, sources: {args.rev or 'working tree'}")
     print("| dtype | elements/iteration | PTX ops/element (all) | of which mov | "
@@ -190,6 +200,10 @@ def main():
         elements = loads * 16 // esize
         hot_elements = hot_loads * 16 // esize
         r = regs.get(t, ["?", "?", "?"])
+        if name == "bf16" and args.max_steady is not None and n_hot / hot_elements > args.max_steady:
+            print(f"bf16: {n_hot / hot_elements:.2f} PTX operations per element, above the "
+                  f"budget of {args.max_steady}", file=sys.stderr)
+            failed = True
         print(f"| {name} | {elements} | {n_all / elements:.2f} | {mov_all / elements:.2f} | "
               f"{n_hot / hot_elements:.2f} | {mov_hot / hot_elements:.2f} | {r[0]} | "
               f"{r[1]}/{r[2]} |")
