@@ -37,7 +37,9 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -87,7 +89,8 @@ struct Fiber {
   bool done = false;
   Wait wait = kRun;
   uintptr_t barrier_site = 0;  // return address of the __syncthreads call
-  std::vector<unsigned char> stack;
+  // Left uninitialized, so that only the pages a thread touches are backed.
+  std::unique_ptr<unsigned char[]> stack;
 };
 
 // A warp-collective operation: each lane parks its arguments here and
@@ -149,8 +152,10 @@ inline void Yield(Wait wait) {
   std::abort();  // a finished fiber is never resumed
 }
 
-inline void* InitialStack(std::vector<unsigned char>& stack) {
-  auto top = reinterpret_cast<uintptr_t>(stack.data() + stack.size()) & ~uintptr_t{15};
+constexpr size_t kFiberStackBytes = 256 << 10;
+
+inline void* InitialStack(unsigned char* stack) {
+  auto top = reinterpret_cast<uintptr_t>(stack + kFiberStackBytes) & ~uintptr_t{15};
   auto* sp = reinterpret_cast<uint64_t*>(top);
   *--sp = 0;                                       // fake return address
   *--sp = reinterpret_cast<uint64_t>(&FiberMain);  // `ret` target
@@ -215,8 +220,8 @@ inline void RunBlock(unsigned threads) {
   }
   for (unsigned t = 0; t < threads; ++t) {
     Fiber& f = s.fibers[t];
-    if (f.stack.empty()) f.stack.resize(256 << 10);
-    f.sp = InitialStack(f.stack);
+    if (!f.stack) f.stack.reset(new unsigned char[kFiberStackBytes]);
+    f.sp = InitialStack(f.stack.get());
     f.tid = t;
     f.done = false;
     f.wait = kRun;
