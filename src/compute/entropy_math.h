@@ -79,14 +79,16 @@ EW_HD T Log2Scale(T beta) {
 // row's split-vocab chunks: at each step thread i loads kTokenLoadsPerStep
 // 16-byte vectors (vector s * kTokenBlockThreads * kTokenLoadsPerStep +
 // l * kTokenBlockThreads + i, so every load instruction is coalesced) and
-// folds their values in with one AccumulateTile; elements before the first
+// folds their values in the way AccumulateTile does (tile maximum, one
+// rescale at most, one exp2 per element; the kernel takes the maximum on
+// packed words and uses the flushing exp2); elements before the first
 // 16-byte boundary of the row and after its last whole vector go through
 // AccumulateOne; the threads' accumulators merge in a block reduction.
 constexpr int kTokenBlockThreads = 256;
 constexpr int kTokenLoadsPerStep = 4;
 constexpr int kLoadBytes = 16;
 
-// The CUDA attention kernel's tiling, likewise replayed on the CPU: keys go
+// The CUDA fp32 attention kernel's tiling, likewise replayed on the CPU: keys go
 // through shared memory kAttentionTileKeys at a time; lane l of the warp that
 // owns a query folds keys tile + l + kWarpLanes * j (j <
 // kAttentionTileKeys / kWarpLanes) into its own accumulator, and the lanes'
