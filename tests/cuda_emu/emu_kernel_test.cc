@@ -345,13 +345,14 @@ struct AttentionCase {
   bool causal;
   float q_scale;  // 0: flat scores; large: peaked
   uint64_t seed;
+  float scale = 0;  // 0: 1 / sqrt(d)
 };
 
 std::string Describe(const AttentionCase& c) {
   return std::string(TypeName(c.type)) + " heads " + std::to_string(c.heads) + "/" +
          std::to_string(c.kv_heads) + " nq " + std::to_string(c.nq) + " nk " +
          std::to_string(c.nk) + " d " + std::to_string(c.d) + (c.causal ? " causal" : "") +
-         " q_scale " + std::to_string(c.q_scale);
+         " q_scale " + std::to_string(c.q_scale) + " scale " + std::to_string(c.scale);
 }
 
 void RunAttentionCase(const AttentionCase& c) {
@@ -366,7 +367,7 @@ void RunAttentionCase(const AttentionCase& c) {
   const int64_t outputs = c.heads * c.nq;
   DeviceBuffer shannon(outputs * 4), renyi2(outputs * 4), row_max(outputs * 4);
   for (DeviceBuffer* b : {&shannon, &renyi2, &row_max}) std::memset(b->get(), 0xff, outputs * 4);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+  const float scale = c.scale != 0 ? c.scale : 1.0f / std::sqrt(static_cast<float>(c.d));
   const cudaError_t error = cuda::LaunchAttentionEntropy(
       c.type, q.get(), k.get(), c.heads, c.kv_heads, c.nq, c.nk, c.d, c.causal, scale,
       shannon.get<float>(), renyi2.get<float>(), row_max.get<float>(), nullptr);
@@ -394,7 +395,7 @@ void RunAttentionCase(const AttentionCase& c) {
         AccumulateOne(acc, score);
         if (score > max_score) {
           max_score = score;
-          magnitude = static_cast<double>(scale) * abs_dot;
+          magnitude = std::fabs(static_cast<double>(scale)) * abs_dot;
         }
       }
       const AttentionStats want = FinalizeAttention(acc, keys);
@@ -444,6 +445,21 @@ TEST_P(AttentionKernelTest, PeakedAndFlatScores) {
     for (float q_scale : {0.0f, 8.0f}) {
       RunAttentionCase({type, 3, 1, 70, 129, 64, true, q_scale, seed++});
       RunAttentionCase({type, 2, 2, 17, 65, 96, false, q_scale, seed++});
+    }
+  }
+}
+
+// A negative scale (the tensor-core kernel negates Q instead) and a large
+// one; both head-dim paths (16-byte and element copies).
+TEST_P(AttentionKernelTest, NegativeAndLargeScales) {
+  uint64_t seed = 3000 + GetParam();
+  for (ElementType type : {ElementType::kFloat32, ElementType::kFloat16, ElementType::kBFloat16}) {
+    for (int64_t d : {3, 64}) {
+      for (float scale : {-0.5f, 3.0f}) {
+        AttentionCase c{type, 2, 1, 40, 90, d, true, 1.0f, seed++};
+        c.scale = scale;
+        RunAttentionCase(c);
+      }
     }
   }
 }
