@@ -1,6 +1,7 @@
 // kernel_timing.cc on the emulated device: kernel-only samples of many
 // back-to-back launches after an L2 flush, and no timing of shapes that fit
 // in the L2 (the emulator's L2 is shrunk so that small shapes exceed it).
+// Also sets the thread order of the whole emulated-engine binary.
 
 #include <cuda_runtime.h>
 
@@ -9,6 +10,14 @@
 
 namespace entrowatch::compute {
 namespace {
+
+// The engine suites in this binary run their kernels with the threads of
+// every block in random order (the kernel tests cover the other orders).
+class RandomThreadOrder : public ::testing::Environment {
+ public:
+  void SetUp() override { emu::SetOrder(2); }
+};
+const auto* const g_random_order = ::testing::AddGlobalTestEnvironment(new RandomThreadOrder);
 
 class KernelTimingTest : public ::testing::Test {
  protected:
