@@ -34,10 +34,11 @@ struct ConsoleConfig {
   bool enabled = true;
   // Where Debian's libjs-dygraphs installs the charting library.
   std::string library_dir = "/usr/share/javascript/dygraphs";
-  // Points of history kept per run: the newest half at full resolution,
-  // older steps merged into buckets whose width doubles with age.
+  // Points of history kept per run: the newest quarter one step each, older
+  // steps in buckets whose width doubles as the run grows (console/run_history.h).
   int history_points = 2048;
-  // Newest points that keep per-head attention entropies.
+  // Newest steps that keep per-head attention entropies (at most
+  // history_points / 4).
   int head_history_points = 256;
   // A run neither finished nor heard from this long is shown as stale.
   double stale_seconds = 600;

@@ -331,7 +331,8 @@
       labels: ['step', 'loss', 'learning rate'],
       rows: p.map((s) => [s.step, s.hasLoss ? s.loss : null, s.lr > 0 ? s.lr : null]),
       options: { colors: ['#37474f', '#8d6e63'], series: { 'learning rate': { axis: 'y2' } },
-                 axes: { y2: { axisLabelFormatter: (v) => Number(v).toExponential(1) } } },
+                 axes: { y2: { includeZero: true,
+                               axisLabelFormatter: (v) => Number(v).toExponential(1) } } },
       empty: 'No loss or learning rate reported.',
     });
     const names = Array.from(new Set(p.flatMap((s) => Object.keys(s.scalars)))).sort();
@@ -823,10 +824,18 @@
               el('p', { class: 'hover muted' }))));
   }
 
-  function accept(status, timeline) {
+  // Takes a RunStatus and its timeline. With `partial`, status.history holds
+  // only the newest points, which replace and extend the ones already drawn.
+  function accept(status, timeline, partial) {
+    const fresh = toPoints(status.history);
+    if (partial && view.points.length && fresh.length) {
+      const first = fresh[0].step;
+      view.points = view.points.filter((p) => p.step < first).concat(fresh);
+    } else {
+      view.points = fresh;
+    }
     view.status = status;
     view.timeline = timeline;
-    view.points = toPoints(status.history);
     document.title = status.runId + ' · entrowatch';
   }
 
@@ -835,10 +844,16 @@
     runSkeleton();
     const url = '/api/v1/runs/' + encodeURIComponent(view.runId);
     let failures = 0;
+    let refreshes = 0;
+    // Live updates fetch the newest points only; a full reload now and then
+    // picks up the re-bucketed older history.
     const refresh = async () => {
+      const partial = refreshes % 15 !== 0 && view.points.length > 0;
+      refreshes++;
       try {
-        const [status, timeline] = await Promise.all([getJson(url), getJson(url + '/timeline')]);
-        accept(status, timeline);
+        const [status, timeline] = await Promise.all([
+          getJson(url + (partial ? '?history=64' : '')), getJson(url + '/timeline')]);
+        accept(status, timeline, partial);
         render();
         clearError();
         failures = 0;
@@ -861,7 +876,7 @@
     runSkeleton();
     const status = JSON.parse(document.getElementById('run-data').textContent);
     const timeline = JSON.parse(document.getElementById('timeline-data').textContent);
-    accept(status, timeline);
+    accept(status, timeline, false);
     render();
     markReady();
   }
