@@ -27,9 +27,24 @@ std::string HtmlEscape(absl::string_view text) {
       text, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}, {"'", "&#39;"}});
 }
 
-// Text placed inside a <script> or <style> element must not close it.
-std::string InlineSafe(absl::string_view text) {
-  return absl::StrReplaceAll(text, {{"</", "<\\/"}});
+// Text placed inside a <script> or <style> element must not end it: "</tag"
+// (any case) becomes "<\/tag", which means the same inside JavaScript strings
+// and regular expressions, JSON strings and CSS. Nothing else is changed, so
+// code such as the regular expression /</g stays intact.
+std::string InlineSafe(absl::string_view text, absl::string_view tag) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == '<' && i + 1 < text.size() && text[i + 1] == '/' &&
+        absl::StartsWithIgnoreCase(text.substr(i + 2), tag)) {
+      out += "<\\/";
+      i += 2;
+      continue;
+    }
+    out += text[i++];
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -112,16 +127,19 @@ std::string ReportPage(const PageAssets& assets, absl::string_view run_json,
       "<meta name=\"generator\" content=\"",
       HtmlEscape(generated_by),
       "\">\n<title>entrowatch report</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>",
-      InlineSafe(assets.library_css), "</style>\n<style>", InlineSafe(assets.console_css),
+      InlineSafe(assets.library_css, "style"), "</style>\n<style>",
+      InlineSafe(assets.console_css, "style"),
       "</style>\n</head>\n<body data-page=\"report\">\n"
       "<header class=\"top\"><span class=\"brand\">entrowatch</span><span>report</span>"
       "<span class=\"right\">",
       HtmlEscape(generated_by),
       "</span></header>\n<main id=\"main\"></main>\n"
       "<script type=\"application/json\" id=\"run-data\">",
-      InlineSafe(run_json), "</script>\n<script type=\"application/json\" id=\"timeline-data\">",
-      InlineSafe(timeline_json), "</script>\n<script>", InlineSafe(assets.library_js),
-      "</script>\n<script>", InlineSafe(assets.console_js), "</script>\n</body></html>\n");
+      InlineSafe(run_json, "script"),
+      "</script>\n<script type=\"application/json\" id=\"timeline-data\">",
+      InlineSafe(timeline_json, "script"), "</script>\n<script>",
+      InlineSafe(assets.library_js, "script"), "</script>\n<script>",
+      InlineSafe(assets.console_js, "script"), "</script>\n</body></html>\n");
 }
 
 Console::Console(const ConsoleOptions& options, ingest::RunDirectory* runs,

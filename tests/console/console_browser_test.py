@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -157,10 +158,10 @@ def check_drawn(image, rect, what):
                  f"(rect {rect})")
 
 
-def check_run_page(browser, daemon, cli, run, shot=None, expect_attention=True):
+def check_run_page(browser, daemon, cli, run, shot=None, expect_attention=True, url=None):
     truth = get_run(cli, daemon, run)
-    status, seconds = browser.open(f"{daemon.http}/runs/{run}")
-    check(status == 200, f"/runs/{run}: HTTP {status}")
+    status, seconds = browser.open(url or f"{daemon.http}/runs/{run}")
+    check(url is not None or status == 200, f"/runs/{run}: HTTP {status}")
     page = page_state(browser)
     state = truth.get("verdict", {}).get("state", "HEALTH_STATE_UNSPECIFIED")
     check(page["badge"] == state, f"{run}: badge {page['badge']!r}, GetRun says {state!r}")
@@ -276,6 +277,16 @@ def main():
         check(chart["drawn"] == generated,
               f"rollout: generated-token chart drawn={chart['drawn']}, data has it={generated}")
 
+        # The same page as one self-contained file.
+        report = os.path.join(out, "real-lr-spike-report.html")
+        output = run_cli(args.cli, "report", "real-lr-spike", "--console", daemon.http,
+                         "--out", report)
+        check(output.startswith("wrote " + report), f"report: {output!r}")
+        html = open(report).read()
+        external = re.findall(r'(?:src|href)="(?!data:)[^"]*"', html)
+        check(not external, f"report refers to other files: {external[:5]}")
+        check_run_page(browser, daemon, args.cli, "real-lr-spike", url="file://" + report)
+
         # A zoomed view and a chosen step come from the URL.
         browser.open(f"{daemon.http}/runs/real-lr-spike?from=140&to=180&step=250")
         page = page_state(browser)
@@ -330,6 +341,15 @@ def main():
         browser.call("Network.setExtraHTTPHeaders", headers={
             "Authorization": "Basic " + base64.b64encode(b"ops:pa55word").decode()})
         check_run_page(browser, auth_daemon, args.cli, "synth-panic", expect_attention=False)
+        refused = subprocess.run([args.cli, "report", "synth-panic", "--console", auth_daemon.http,
+                                  "--out", os.path.join(work, "refused.html")],
+                                 capture_output=True, text=True, timeout=60)
+        check(refused.returncode == 1 and "HTTP 401" in refused.stderr,
+              f"report without credentials: {refused.returncode} {refused.stderr!r}")
+        output = run_cli(args.cli, "report", "synth-panic", "--console", auth_daemon.http,
+                         "--basic-auth-file", os.path.join(auth_daemon.dir, "basic-auth"),
+                         "--out", os.path.join(work, "auth.html"))
+        check(output.startswith("wrote "), f"report with credentials: {output!r}")
 
         errors = browser.errors()
         check(not errors, "JavaScript errors, console errors or failed requests:\n  " +

@@ -227,12 +227,12 @@ TEST_F(ConsoleTest, BasicAuthCoversEveryPath) {
 
 TEST(ReportPageTest, InlinesEverythingAndCannotBeClosedByItsData) {
   PageAssets assets;
-  assets.library_js = "var Dygraph = 1;";
+  assets.library_js = "var Dygraph = 1; s.replace(/</g, '&lt;'); x = '</SCRIPT>';";
   assets.console_js = "console_js();";
   assets.console_css = "body {}";
   const std::string page =
       ReportPage(assets, R"({"runId":"r","reason":"</script><b>"})", "{}", "entrowatch 0.1.0");
-  EXPECT_THAT(page, HasSubstr("var Dygraph = 1;"));
+  EXPECT_THAT(page, HasSubstr("var Dygraph = 1; s.replace(/</g, '&lt;'); x = '<\\/SCRIPT>';"));
   EXPECT_THAT(page, HasSubstr("console_js();"));
   EXPECT_THAT(page, HasSubstr("<\\/script><b>"));
   EXPECT_THAT(page, Not(HasSubstr("src=\"")));
