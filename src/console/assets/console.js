@@ -330,8 +330,9 @@
       id: 'loss', title: 'Loss and learning rate',
       labels: ['step', 'loss', 'learning rate'],
       rows: p.map((s) => [s.step, s.hasLoss ? s.loss : null, s.lr > 0 ? s.lr : null]),
+      // The learning rate from zero, so a schedule reads as a proportion.
       options: { colors: ['#37474f', '#8d6e63'], series: { 'learning rate': { axis: 'y2' } },
-                 axes: { y2: { includeZero: true,
+                 axes: { y2: { valueRange: [0, 1.08 * Math.max(1e-12, ...p.map((s) => s.lr))],
                                axisLabelFormatter: (v) => Number(v).toExponential(1) } } },
       empty: 'No loss or learning rate reported.',
     });
