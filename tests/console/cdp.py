@@ -285,3 +285,47 @@ def region_stats(image, rect):
         return 0.0, 0
     background = max(counts.values())
     return (total - background) / total, len(counts)
+
+
+def _pixels(image, rect):
+    width, height, rows = image
+    x0, y0 = max(0, int(rect[0])), max(0, int(rect[1]))
+    x1, y1 = min(width, int(rect[0] + rect[2])), min(height, int(rect[1] + rect[3]))
+    for y in range(y0, y1):
+        row = rows[y]
+        for x in range(x0, x1):
+            yield row[3 * x], row[3 * x + 1], row[3 * x + 2]
+
+
+def parse_colour(text):
+    """'#1565c0', 'rgb(1,2,3)' or 'rgba(1,2,3,0.5)' as an (r, g, b) tuple."""
+    text = text.strip()
+    if text.startswith("#"):
+        return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+    inside = text[text.index("(") + 1:text.index(")")]
+    return tuple(int(float(v)) for v in inside.split(",")[:3])
+
+
+def colour_fraction(image, rect, colours, tolerance=60):
+    """Fraction of the pixels in rect within `tolerance` (RGB distance) of
+    one of `colours`."""
+    targets = [parse_colour(c) for c in colours]
+    total = hits = 0
+    limit = tolerance * tolerance
+    for r, g, b in _pixels(image, rect):
+        total += 1
+        for tr, tg, tb in targets:
+            if (r - tr) ** 2 + (g - tg) ** 2 + (b - tb) ** 2 <= limit:
+                hits += 1
+                break
+    return hits / total if total else 0.0
+
+
+def ink_fraction(image, rect):
+    """Fraction of the pixels in rect that are not white or near white."""
+    total = ink = 0
+    for r, g, b in _pixels(image, rect):
+        total += 1
+        if min(r, g, b) < 235:
+            ink += 1
+    return ink / total if total else 0.0

@@ -122,6 +122,10 @@ def page_state(browser):
     return browser.evaluate("""(() => {
       const rect = (e) => { const r = e.getBoundingClientRect();
                             return [r.left + scrollX, r.top + scrollY, r.width, r.height]; };
+      const cellsOf = (id) => { const c = document.getElementById(id);
+                                if (!c || !c.dataset.cells) return null;
+                                const r = rect(c); const o = c.dataset.cells.split(',').map(Number);
+                                return [r[0] + o[0], r[1] + o[1], o[2], o[3]]; };
       return {
         title: document.title,
         badge: (document.querySelector('#run-header .badge') || {}).textContent || null,
@@ -133,9 +137,18 @@ def page_state(browser):
           key: tr.dataset.anomaly, active: tr.classList.contains('active'),
           reason: tr.querySelector('.reason').textContent,
           action: tr.querySelector('.action').textContent})),
-        charts: Array.from(document.querySelectorAll('#charts .card')).map((c) => ({
-          id: c.id, drawn: !c.classList.contains('nodata'), rect: rect(c.querySelector('.plot')),
-          empty: c.querySelector('.empty').textContent})),
+        charts: Array.from(document.querySelectorAll('#charts .card')).map((c) => {
+          const g = c.querySelector('[data-area]');
+          const offset = g ? g.dataset.area.split(',').map(Number) : null;
+          const r = g ? rect(g) : null;
+          return { id: c.id, drawn: !c.classList.contains('nodata'),
+                   rect: rect(c.querySelector('.plot')),
+                   area: g ? [r[0] + offset[0], r[1] + offset[1], offset[2], offset[3]] : null,
+                   colors: g ? g.dataset.colors.split(';') : [],
+                   empty: c.querySelector('.empty').textContent};
+        }),
+        heatmapCells: cellsOf('heatmap'),
+        headsCells: cellsOf('heads'),
         heatmap: (() => { const c = document.getElementById('heatmap-card');
                           return c ? { drawn: !c.classList.contains('nodata'),
                                        rect: rect(document.getElementById('heatmap')),
@@ -187,11 +200,23 @@ def check_run_page(browser, daemon, cli, run, shot=None, expect_attention=True, 
         check(any(c["id"] == chart for c in drawn), f"{run}: {chart} not drawn")
     for chart in drawn:
         check_drawn(image, chart["rect"], f"{run} {chart['id']}")
+        # The series themselves: pixels of their colours in the plotting area
+        # (0.5-5% with the lines drawn; under 0.3% with only the anomaly
+        # markers, as measured with the lines taken out).
+        if check(chart["area"] is not None, f"{run} {chart['id']}: no plotting area"):
+            fraction = cdp.colour_fraction(image, chart["area"], chart["colors"])
+            check(fraction > 0.004, f"{run} {chart['id']}: only {fraction:.4f} of the plotting "
+                                    f"area in the series colours {chart['colors']}")
     if expect_attention:
-        if check(page["heatmap"]["drawn"], f"{run}: attention heatmap not drawn"):
+        if check(page["heatmap"]["drawn"] and page["heatmapCells"],
+                 f"{run}: attention heatmap not drawn"):
             check_drawn(image, page["heatmap"]["rect"], f"{run} attention heatmap")
-        if check(page["heads"]["drawn"], f"{run}: per-head view not drawn"):
+            ink = cdp.ink_fraction(image, page["heatmapCells"])
+            check(ink > 0.9, f"{run} attention heatmap: {ink:.3f} of its cells painted")
+        if check(page["heads"]["drawn"] and page["headsCells"], f"{run}: per-head view not drawn"):
             check_drawn(image, page["heads"]["rect"], f"{run} per-head view")
+            ink = cdp.ink_fraction(image, page["headsCells"])
+            check(ink > 0.7, f"{run} per-head view: {ink:.3f} of its cells painted")
     else:
         check(not page["heatmap"]["drawn"] and
               "No attention data reported for this run." in page["heatmap"]["text"],

@@ -432,6 +432,13 @@
       clickCallback: (event, x) => {
         chooseStep(x);
       },
+      // Where the series are drawn and in which colours, for tests and tools
+      // that look at the rendered page.
+      drawCallback: (g) => {
+        const a = g.getArea();
+        g.graphDiv.dataset.area = [a.x, a.y, a.w, a.h].map(Math.round).join(',');
+        g.graphDiv.dataset.colors = g.getColors().join(';');
+      },
     }, spec.options);
     const graph = new Dygraph(container.querySelector('.plot'), spec.rows, options);
     graph.ready(() => {
@@ -567,6 +574,7 @@
         ctx.fillRect(a, row.get(l.layer) * cell, Math.max(1, b - a + 0.5), cell);
       }
     }
+    canvas.dataset.cells = [left, 0, Math.round(plotW), layers.length * cell].join(',');
     if (view.step !== null && view.step >= x0 && view.step <= x1) {
       ctx.strokeStyle = '#fff';
       ctx.lineWidth = 2;
@@ -672,6 +680,7 @@
         ctx.fillRect(left + j * cellW, i * cellH, cellW - 1, cellH - 1);
       });
     });
+    canvas.dataset.cells = [left, 0, heads * cellW, layers.length * cellH].join(',');
     ctx.fillStyle = '#444';
     ctx.textAlign = 'right';
     ctx.textBaseline = 'middle';
