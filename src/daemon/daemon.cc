@@ -311,6 +311,14 @@ void Daemon::Reload(const config::Config& config) {
       config.security.metrics_basic_auth_file != config_.security.metrics_basic_auth_file) {
     restart.push_back("security.tls / metrics_basic_auth_file");
   }
+  const config::ConsoleConfig& console = config.console;
+  if (console.enabled != config_.console.enabled ||
+      console.library_dir != config_.console.library_dir ||
+      console.history_points != config_.console.history_points ||
+      console.head_history_points != config_.console.head_history_points ||
+      console.stale_seconds != config_.console.stale_seconds) {
+    restart.push_back("console");
+  }
   for (const std::string& key : restart) {
     spdlog::warn("reload: changes to '{}' take effect after a restart", key);
   }

@@ -47,7 +47,8 @@ class Daemon {
 
   // Applies what can change at run time (ingest limits, aggregation, runs,
   // log level, analysis thresholds). Keys that need a restart (listen
-  // addresses, workers, compute, state_dir) are reported in a warning.
+  // addresses, workers, compute, state_dir, console) are reported in a
+  // warning.
   void Reload(const config::Config& config);
 
   // host:port actually bound (after Start).

@@ -311,6 +311,28 @@ def main():
         external = re.findall(r'(?:src|href)="(?!data:)[^"]*"', html)
         check(not external, f"report refers to other files: {external[:5]}")
         check_run_page(browser, daemon, args.cli, "real-lr-spike", url="file://" + report)
+        for words, code, message in (
+                (["real-lr-spike"], 2, "--out FILE.html is required"),
+                (["real-lr-spike", "--console", "ftp://x", "--out", "x.html"], 2,
+                 "expected http://HOST:PORT"),
+                (["no-such-run", "--console", daemon.http, "--out", "x.html"], 1, "HTTP 404"),
+                (["real-lr-spike", "--console", "http://127.0.0.1:1", "--out", "x.html"], 1,
+                 "cannot connect to http://127.0.0.1:1")):
+            result = subprocess.run([args.cli, "report", *words], capture_output=True, text=True,
+                                    timeout=60, cwd=work)
+            check(result.returncode == code and message in result.stderr,
+                  f"report {words}: exit {result.returncode}, {result.stderr!r}")
+
+        # A run with no finalized step yet (one of its two ranks reported).
+        pending = os.path.join(work, "pending.jsonl")
+        with open(pending, "w") as f:
+            f.write('{"runId":"pending-run","rank":0,"worldSize":2,"step":"0","seq":"1",'
+                    '"grad":{"globalNorm":0.5}}\n')
+        run_cli(args.cli, "replay", pending, "--addr", daemon.grpc)
+        status, _ = browser.open(f"{daemon.http}/runs/pending-run")
+        page = page_state(browser)
+        check(status == 200 and "No step of this run is finalized yet" in page["text"],
+              f"pending run: HTTP {status}, page says {page['text'][:300]!r}")
 
         # A zoomed view and a chosen step come from the URL.
         browser.open(f"{daemon.http}/runs/real-lr-spike?from=140&to=180&step=250")
@@ -330,6 +352,36 @@ def main():
             e for e in browser.events[mark:]
             if not (e["method"] == "Log.entryAdded" and
                     e["params"]["entry"].get("url", "").endswith("/runs/no-such-run"))]
+
+        # Live updates: while a run streams in (100 steps a second), its page
+        # advances by itself, without a reload.
+        live_trace = os.path.join(work, "live.jsonl")
+        write_long_trace(live_trace, "live-run", 3000)
+        live = subprocess.Popen([args.cli, "replay", live_trace, "--addr", daemon.grpc,
+                                 "--rate", "100"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while (http_get(f"{daemon.http}/api/v1/runs/live-run")[0] != 200 and
+                   time.monotonic() < deadline):
+                time.sleep(0.05)
+            browser.open(f"{daemon.http}/runs/live-run")
+            steps = browser.evaluate("""new Promise((resolve) => {
+              const step = () => Number((/step (\\d+)/.exec(
+                  document.querySelector('#run-header .meta').textContent) || [0, -1])[1]);
+              const first = step();
+              const end = Date.now() + 10000;
+              const check = () => {
+                if (step() > first || Date.now() > end) resolve([first, step()]);
+                else setTimeout(check, 50);
+              };
+              check();
+            })""", await_promise=True)
+            check(steps[1] > steps[0] >= 0, f"the live run's page did not advance: steps {steps}")
+            print(f"live update: step {steps[0]} -> {steps[1]} without a reload", flush=True)
+        finally:
+            live.kill()
+            live.wait()
 
         # The 100k-step run.
         output, _ = long_replay.communicate(timeout=240)

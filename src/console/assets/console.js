@@ -449,6 +449,15 @@
 
   function renderCharts() {
     const grid = document.getElementById('charts');
+    if (view.points.length === 0) {
+      for (const c of view.charts) c.graph.destroy();
+      view.charts = [];
+      grid.replaceChildren(el('p', { class: 'empty', id: 'no-steps',
+                                     text: 'No step of this run is finalized yet: a step is ' +
+                                           'finalized when all its ranks reported it, or after ' +
+                                           'aggregation.step_timeout_seconds.' }));
+      return;
+    }
     const specs = chartSpecs();
     if (view.charts.length === 0 || view.charts.map((c) => c.labels.join()).join('|') !==
                                     specs.map((s) => s.labels.join()).join('|')) {
