@@ -123,12 +123,15 @@ TEST(RunHistoryTest, MemoryPerRunIsBounded) {
   const HistoryOptions options;
   RunHistory history(options);
   RunHistory small(options);
+  StepSummary big = Step(0, 32, 32);
+  (*big.mutable_scalars())["reward"] = 1.0;
+  (*big.mutable_scalars())["kl"] = 0.1;
+  StepSummary plain = Step(0);
   for (uint64_t step = 0; step < 100000; ++step) {
-    StepSummary s = Step(step, 32, 32);
-    (*s.mutable_scalars())["reward"] = 1.0;
-    (*s.mutable_scalars())["kl"] = 0.1;
-    history.Record("r", s, State(pb::NORMAL, 0), {});
-    small.Record("r", Step(step), State(pb::NORMAL, 0), {});
+    big.set_step(step);
+    plain.set_step(step);
+    history.Record("r", big, State(pb::NORMAL, 0), {});
+    small.Record("r", plain, State(pb::NORMAL, 0), {});
   }
   const int64_t bytes = history.BytesUsed("r");
   const int64_t small_bytes = small.BytesUsed("r");
