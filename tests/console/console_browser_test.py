@@ -159,6 +159,8 @@ def page_state(browser):
                                      title: c.querySelector('h2').textContent,
                                      text: c.textContent } : null; })(),
         range: (document.getElementById('range') || {}).textContent || null,
+        markers: Array.from(document.querySelectorAll('#charts .dygraph-annotation'))
+            .map((a) => a.title),
         text: document.body.innerText,
       };
     })()""")
@@ -190,6 +192,11 @@ def check_run_page(browser, daemon, cli, run, shot=None, expect_attention=True, 
                   f"{run}: reason {row['reason']!r} != GetRun {anomaly['reason']!r}")
             check(row["action"] == anomaly["recommendedAction"],
                   f"{run}: action {row['action']!r} != {anomaly['recommendedAction']!r}")
+    for anomaly in truth.get("anomalies", []):
+        hover = [m for m in page["markers"] if anomaly["reason"] in m and
+                 anomaly["recommendedAction"] in m]
+        check(hover, f"{run}: no chart marker shows {anomaly['reason']!r} on hover "
+                     f"({page['markers'][:2]})")
     png = browser.screenshot()
     if shot:
         with open(shot, "wb") as f:
