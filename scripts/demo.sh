@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs entrowatchd on config/entrowatch.yaml, drives it with two simulated
 # runs (one healthy, one collapsing), prints `entrowatch status` and an
-# excerpt of /metrics, then stops the daemon. Usage: scripts/demo.sh [BUILD_DIR]
+# excerpt of /metrics, saves a screenshot of the collapsing run's console page
+# to BUILD_DIR/demo/, then stops the daemon (ENTROWATCH_DEMO_KEEP=1 keeps it
+# running to explore the console). Usage: scripts/demo.sh [BUILD_DIR]
 set -euo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +54,34 @@ echo
 echo "== excerpt of http://$metrics/metrics"
 curl -s "http://$metrics/metrics" | grep -E '^entrowatch_(token_entropy_(mean|p10|p90)_nats|grad_norm|last_step|health_state|anomaly_active|reports_total|build_info)' \
   | grep -v ' 0$' | head -40
+
+echo
+echo "== the web console: http://$metrics/ (runs), http://$metrics/runs/demo-collapse"
+mkdir -p "$build/demo"
+shot="$(cd "$build/demo" && pwd)/demo-collapse.png"
+chromium=$(command -v chromium || command -v chromium-browser || true)
+if [ -n "$chromium" ]; then
+  rm -f "$shot"
+  timeout 60 "$chromium" --headless=new --no-sandbox --disable-gpu --hide-scrollbars \
+    --force-device-scale-factor=1 --window-size=1400,1240 --virtual-time-budget=10000 \
+    --user-data-dir="$work/chromium" --screenshot="$shot" \
+    "http://$metrics/runs/demo-collapse" > "$work/chromium.log" 2>&1 || true
+  if [ -s "$shot" ]; then
+    echo "screenshot of the collapsing run's page: $shot"
+  else
+    echo "chromium could not save a screenshot:"; tail -n 5 "$work/chromium.log"
+  fi
+else
+  echo "(no chromium here for a screenshot; scripts/setup-deps.sh test installs it)"
+fi
+if [ "${ENTROWATCH_DEMO_KEEP:-0}" = 1 ]; then
+  echo
+  echo "== entrowatchd keeps running (pid $pid): open http://$metrics/ in a browser; Ctrl-C stops it"
+  wait "$pid" || true
+  pid=
+  exit 0
+fi
+echo "To explore the console in a browser, keep the daemon running: ENTROWATCH_DEMO_KEEP=1 make demo"
 
 echo
 echo "== stopping entrowatchd (pid $pid)"

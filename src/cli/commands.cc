@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "cli/args.h"
 #include "cli/format.h"
+#include "cli/report.h"
 #include "cli/scenario.h"
 #include "cli/trace.h"
 #include "common/status_macros.h"
@@ -742,6 +743,7 @@ const std::vector<Command>& Commands() {
           "Time the attention-entropy engine on random q and k (one sequence).", attention_flags, 0,
           0, "GB/S counts the q and k bytes read per second at the median call time."},
          &RunBenchAttentionCommand});
+    commands->push_back({ReportSpec(), &RunReportCommand});
     return commands;
   }();
   return *kCommands;

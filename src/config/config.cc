@@ -57,6 +57,17 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     }
     return absl::OkStatus();
   }));
+  RETURN_IF_ERROR(root.Child("console", [&](YamlMap& m) {
+    RETURN_IF_ERROR(m.Get("enabled", &c->console.enabled));
+    RETURN_IF_ERROR(m.Get("library_dir", &c->console.library_dir));
+    RETURN_IF_ERROR(m.Get("history_points", &c->console.history_points));
+    RETURN_IF_ERROR(CheckRange(m, "history_points", c->console.history_points, 16, 1 << 20));
+    RETURN_IF_ERROR(m.Get("head_history_points", &c->console.head_history_points));
+    RETURN_IF_ERROR(
+        CheckRange(m, "head_history_points", c->console.head_history_points, 0, 1 << 20));
+    RETURN_IF_ERROR(m.Get("stale_seconds", &c->console.stale_seconds));
+    return CheckRange(m, "stale_seconds", c->console.stale_seconds, 1.0, 1e9);
+  }));
   RETURN_IF_ERROR(root.Get("state_dir", &c->state_dir));
   RETURN_IF_ERROR(root.Child("store", [&](YamlMap& m) {
     RETURN_IF_ERROR(m.Get("retention_steps", &c->store.retention_steps));

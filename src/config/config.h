@@ -29,6 +29,21 @@ struct MetricsConfig {
   bool per_head_series = false;
 };
 
+// The web console on the metrics listener (/, /runs/<id>, /api/v1/...).
+struct ConsoleConfig {
+  bool enabled = true;
+  // Where Debian's libjs-dygraphs installs the charting library.
+  std::string library_dir = "/usr/share/javascript/dygraphs";
+  // Points of history kept per run: the newest quarter one step each, older
+  // steps in buckets whose width doubles as the run grows (console/run_history.h).
+  int history_points = 2048;
+  // Newest steps that keep per-head attention entropies (at most
+  // history_points / 4).
+  int head_history_points = 256;
+  // A run neither finished nor heard from this long is shown as stale.
+  double stale_seconds = 600;
+};
+
 struct IngestConfig {
   int workers = 2;                        // compute + aggregation threads
   int64_t queue_max_reports = 1024;       // queued, not yet processed
@@ -102,6 +117,7 @@ struct LogConfig {
 struct Config {
   GrpcConfig grpc;
   MetricsConfig metrics;
+  ConsoleConfig console;
   std::string state_dir;  // "" = in memory only
   StoreConfig store;
   IngestConfig ingest;

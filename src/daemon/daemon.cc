@@ -145,6 +145,13 @@ absl::Status Daemon::Start() {
   }
   processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), metrics_.get(), clock_,
                                                  store_.get());
+  if (config_.console.enabled) {
+    console::HistoryOptions history_options;
+    history_options.max_points = config_.console.history_points;
+    history_options.head_points = config_.console.head_history_points;
+    history_ = std::make_unique<console::RunHistory>(history_options);
+    processor_->set_history(history_.get());
+  }
   if (absl::Status s = processor_->Restore(); !s.ok()) {
     return s;
   }
@@ -158,6 +165,17 @@ absl::Status Daemon::Start() {
             const std::string& run, const std::vector<entrowatch::v1::Anomaly>& active,
             const entrowatch::v1::Verdict& verdict) { pusher->Update(run, active, verdict); });
     spdlog::info("pushing alerts to Alertmanager at {}", config_.alertmanager.url);
+  }
+  if (config_.console.enabled) {
+    console::ConsoleOptions console_options;
+    console_options.library_dir = config_.console.library_dir;
+    console_options.stale_seconds = config_.console.stale_seconds;
+    console_ =
+        std::make_unique<console::Console>(console_options, processor_.get(), history_.get());
+    if (!console_->asset_error().empty()) {
+      spdlog::warn("console: {}", console_->asset_error());
+    }
+    console_->Register(metrics_->http_server());
   }
   memory_guard_ = std::make_unique<ingest::MemoryGuard>(config_.ingest.memory_budget_bytes);
   service_ = std::make_unique<ingest::MonitorService>(
@@ -186,12 +204,14 @@ absl::Status Daemon::Start() {
   }
   sweeper_ = std::thread([this] { SweeperLoop(); });
   started_ = true;
-  spdlog::info("entrowatchd {} serving gRPC on {} ({}{}) and metrics on http://{}/metrics",
-               kVersion, grpc_address_,
-               config_.security.tls_cert_file.empty()
-                   ? "plaintext"
-                   : (config_.security.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
-               (*authorizer)->enabled() ? ", bearer tokens" : "", metrics_address_);
+  spdlog::info(
+      "entrowatchd {} serving gRPC on {} ({}{}) and metrics on http://{}/metrics{}", kVersion,
+      grpc_address_,
+      config_.security.tls_cert_file.empty()
+          ? "plaintext"
+          : (config_.security.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
+      (*authorizer)->enabled() ? ", bearer tokens" : "", metrics_address_,
+      console_ != nullptr ? absl::StrCat(", console on http://", metrics_address_, "/") : "");
   return absl::OkStatus();
 }
 
@@ -290,6 +310,14 @@ void Daemon::Reload(const config::Config& config) {
       config.security.tls_client_ca_file != config_.security.tls_client_ca_file ||
       config.security.metrics_basic_auth_file != config_.security.metrics_basic_auth_file) {
     restart.push_back("security.tls / metrics_basic_auth_file");
+  }
+  const config::ConsoleConfig& console = config.console;
+  if (console.enabled != config_.console.enabled ||
+      console.library_dir != config_.console.library_dir ||
+      console.history_points != config_.console.history_points ||
+      console.head_history_points != config_.console.head_history_points ||
+      console.stale_seconds != config_.console.stale_seconds) {
+    restart.push_back("console");
   }
   for (const std::string& key : restart) {
     spdlog::warn("reload: changes to '{}' take effect after a restart", key);

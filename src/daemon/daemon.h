@@ -14,6 +14,8 @@
 #include "common/clock.h"
 #include "compute/entropy_engine.h"
 #include "config/config.h"
+#include "console/console.h"
+#include "console/run_history.h"
 #include "daemon/processor.h"
 #include "export/alertmanager/alertmanager_pusher.h"
 #include "export/metrics.h"
@@ -45,7 +47,8 @@ class Daemon {
 
   // Applies what can change at run time (ingest limits, aggregation, runs,
   // log level, analysis thresholds). Keys that need a restart (listen
-  // addresses, workers, compute, state_dir) are reported in a warning.
+  // addresses, workers, compute, state_dir, console) are reported in a
+  // warning.
   void Reload(const config::Config& config);
 
   // host:port actually bound (after Start).
@@ -67,6 +70,8 @@ class Daemon {
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;  // when enabled
   std::unique_ptr<store::DurableStore> store_;                // when state_dir is set
   std::unique_ptr<ReportProcessor> processor_;
+  std::unique_ptr<console::RunHistory> history_;  // when the console is enabled
+  std::unique_ptr<console::Console> console_;
   std::unique_ptr<ingest::MonitorService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> workers_;

@@ -376,6 +376,9 @@ void ReportProcessor::Load(store::RunState& run, store::StoredRun stored, bool c
   analysis::RunAnalyzer& analyzer = Analyzer(run);
   for (StepSummary& step : stored.steps) {
     analyzer.Observe(step);
+    if (history_ != nullptr) {
+      history_->Record(run.id, step, analyzer.verdict(), analyzer.NewlyFired());
+    }
     if (count_steps) {
       metrics_->StepFinalized(run.id, step);
     }
@@ -439,6 +442,9 @@ void ReportProcessor::Drain(store::RunState& run) {
         absl::ToInt64Nanoseconds(clock_->Wall() - absl::UnixEpoch()));
     metrics_->StepFinalized(run.id, step);
     analyzer.Observe(step);
+    if (history_ != nullptr) {
+      history_->Record(run.id, step, analyzer.verdict(), analyzer.NewlyFired());
+    }
     for (auto& anomaly : analyzer.NewlyFired()) {
       fired.push_back(std::move(anomaly));
     }
@@ -597,6 +603,9 @@ void ReportProcessor::Sweep() {
   const auto expired = registry_.ExpireIdle(now, s.idle_expiry);
   for (const auto& run : expired) {
     metrics_->ForgetRun(run->id);
+    if (history_ != nullptr) {
+      history_->Forget(run->id);
+    }
     if (store_ != nullptr) {
       if (absl::Status forgot = store_->ForgetRun(run->id); !forgot.ok()) {
         spdlog::error("cannot forget run '{}' in the state database: {}", run->id,

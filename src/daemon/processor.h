@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "compute/entropy_engine.h"
 #include "config/config.h"
+#include "console/run_history.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "export/metrics.h"
 #include "ingest/monitor_service.h"
@@ -53,6 +54,10 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
       std::function<void(const std::string& run, const std::vector<entrowatch::v1::Anomaly>&,
                          const entrowatch::v1::Verdict&)>;
   void set_health_listener(HealthListener listener) { health_listener_ = std::move(listener); }
+
+  // Receives every finalized step and forgets expired runs (the console's
+  // history). Null: none. Set before Start; must outlive the processor.
+  void set_history(console::RunHistory* history) { history_ = history; }
 
   // Applies the run-time changeable parts of a new config (SIGHUP).
   void Reload(const config::Config& config);
@@ -110,6 +115,7 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
   store::DurableStore* const store_;
   store::RunRegistry registry_;
   HealthListener health_listener_;
+  console::RunHistory* history_ = nullptr;
   mutable absl::Mutex mu_;
   Settings settings_ ABSL_GUARDED_BY(mu_);
 };

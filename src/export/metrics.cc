@@ -1,15 +1,7 @@
 #include "export/metrics.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cmath>
-#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -242,57 +234,28 @@ Metrics::Metrics(const MetricsOptions& options)
 Metrics::~Metrics() { StopServing(); }
 
 void Metrics::RequireBasicAuth(const std::string& user_password) {
-  const size_t colon = user_password.find(':');
-  const std::string user = user_password.substr(0, colon);
-  const std::string password = colon == std::string::npos ? "" : user_password.substr(colon + 1);
-  exposer_->RegisterAuth(
-      [user, password](const std::string& u, const std::string& p) {
-        return u == user && p == password;
-      },
-      "entrowatch");
+  http_->RequireBasicAuth(user_password);
 }
 
 void Metrics::StopServing() {
-  if (exposer_ == nullptr) {
-    return;
+  if (http_ != nullptr) {
+    http_->Stop();
   }
-  std::atomic<bool> stopped{false};
-  std::thread stopper([this, &stopped] {
-    exposer_.reset();
-    stopped = true;
-  });
-  // The HTTP server's accept loop polls with a 2 s quantum; a connection
-  // wakes it at once, so stopping takes milliseconds.
-  const std::string host = host_.empty() || host_ == "0.0.0.0" ? "127.0.0.1" : host_;
-  for (int attempt = 0; attempt < 100 && !stopped; ++attempt) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    if (fd >= 0 && inet_pton(AF_INET, host.c_str(), &addr.sin_addr) == 1) {
-      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    }
-    if (fd >= 0) {
-      close(fd);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  stopper.join();
 }
 
 absl::Status Metrics::Serve(const std::string& listen) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  auto http = HttpServer::Start(listen, /*threads=*/4);
+  if (!http.ok()) {
+    return http.status();
   }
-  exposer_->RegisterCollectable(registry_);
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  if (ports.empty()) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen));
-  }
-  port_ = ports.front();
-  host_ = listen.substr(0, listen.rfind(':'));
+  http_ = *std::move(http);
+  http_->Handle("/metrics", [this](const HttpRequest&) {
+    HttpResponse response;
+    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response.body = Scrape();
+    return response;
+  });
+  port_ = http_->port();
   return absl::OkStatus();
 }
 

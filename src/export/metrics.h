@@ -14,8 +14,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "entrowatch/v1/entrowatch.pb.h"
+#include "export/http_server.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -41,9 +41,13 @@ class Metrics {
   // Serves /metrics on host:port (port 0 picks one). Fails when the address
   // cannot be bound.
   absl::Status Serve(const std::string& listen);
+  // The listener behind /metrics, for other handlers (the console). After
+  // Serve; null before.
+  HttpServer* http_server() const { return http_.get(); }
   // The bound port, once serving.
   int port() const { return port_; }
-  // Requires HTTP basic auth ("user:password") on /metrics. After Serve.
+  // Requires HTTP basic auth ("user:password") on /metrics and every other
+  // path of its listener. After Serve.
   void RequireBasicAuth(const std::string& user_password);
   // Stops serving /metrics (promptly; also done by the destructor).
   void StopServing();
@@ -87,8 +91,7 @@ class Metrics {
 
   MetricsOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  std::string host_;
+  std::unique_ptr<HttpServer> http_;
   int port_ = 0;
 
   // Families (owned by the registry).

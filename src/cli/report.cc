@@ -1,0 +1,232 @@
+#include "cli/report.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "common/version.h"
+#include "console/console.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace entrowatch::cli {
+namespace {
+
+constexpr char kDefaultConsole[] = "http://127.0.0.1:9551";
+
+struct Url {
+  std::string host;
+  std::string port;
+  std::string path_prefix;  // without a trailing '/'
+};
+
+absl::StatusOr<Url> ParseUrl(absl::string_view text) {
+  absl::string_view rest = text;
+  if (!absl::ConsumePrefix(&rest, "http://")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--console: expected http://HOST:PORT, got '", text, "'"));
+  }
+  Url url;
+  const size_t slash = rest.find('/');
+  absl::string_view authority = rest.substr(0, slash);
+  if (slash != absl::string_view::npos) {
+    url.path_prefix = std::string(absl::StripSuffix(rest.substr(slash), "/"));
+  }
+  const size_t colon = authority.rfind(':');
+  url.host = std::string(authority.substr(0, colon));
+  url.port = colon == absl::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
+  if (url.host.empty() || url.port.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--console: expected http://HOST:PORT, got '", text, "'"));
+  }
+  return url;
+}
+
+// GET over plain HTTP/1.0; the body of a 200 answer, or an error that names
+// the URL and what the server said.
+absl::StatusOr<std::string> HttpGet(const Url& url, const std::string& path,
+                                    const std::string& user_password, double timeout_seconds) {
+  const std::string where = absl::StrCat("http://", url.host, ":", url.port, url.path_prefix, path);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(url.host.c_str(), url.port.c_str(), &hints, &found) != 0 || found == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", url.host));
+  }
+  int fd = -1;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) {
+      continue;
+    }
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout_seconds);
+    tv.tv_usec = static_cast<suseconds_t>((timeout_seconds - tv.tv_sec) * 1e6);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(found);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", where,
+                                               " (is entrowatchd's metrics listener there? "
+                                               "see --console)"));
+  }
+  std::string request = absl::StrCat("GET ", url.path_prefix, path, " HTTP/1.0\r\nHost: ", url.host,
+                                     ":", url.port, "\r\n");
+  if (!user_password.empty()) {
+    absl::StrAppend(&request, "Authorization: Basic ", absl::Base64Escape(user_password), "\r\n");
+  }
+  absl::StrAppend(&request, "\r\n");
+  const bool sent = send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+                    static_cast<ssize_t>(request.size());
+  std::string raw;
+  char buffer[1 << 16];
+  ssize_t n = 0;
+  while (sent && (n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
+    raw.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (!sent || n < 0) {
+    return absl::UnavailableError(absl::StrCat("no answer from ", where));
+  }
+  const size_t end = raw.find("\r\n\r\n");
+  int status = 0;
+  if (end == std::string::npos || raw.size() < 12 || !absl::SimpleAtoi(raw.substr(9, 3), &status)) {
+    return absl::UnavailableError(absl::StrCat("not an HTTP answer from ", where));
+  }
+  std::string body = raw.substr(end + 4);
+  if (status != 200) {
+    const absl::StatusCode code = status == 404   ? absl::StatusCode::kNotFound
+                                  : status == 401 ? absl::StatusCode::kUnauthenticated
+                                                  : absl::StatusCode::kUnavailable;
+    return absl::Status(code, absl::StrCat(where, ": HTTP ", status, ": ",
+                                           absl::StripAsciiWhitespace(body.substr(0, 300))));
+  }
+  return body;
+}
+
+absl::StatusOr<std::string> ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    return absl::NotFoundError(absl::StrCat("--basic-auth-file: cannot read '", path, "'"));
+  }
+  return std::string(absl::StripAsciiWhitespace(line));
+}
+
+}  // namespace
+
+CommandSpec ReportSpec() {
+  return {"report",
+          "report RUN --out FILE.html [--console URL] [flags]",
+          "Write one self-contained HTML page of a run (charts, states, anomalies).",
+          {{"out", "FILE", "the HTML file to write (required)"},
+           {"console", "URL",
+            absl::StrCat("entrowatchd's HTTP listener, where /metrics is (default "
+                         "$ENTROWATCH_CONSOLE or ",
+                         kDefaultConsole, ")")},
+           {"basic-auth-file", "FILE", "file holding user:password when the listener needs it"},
+           {"library-dir", "DIR",
+            "where the charting library is installed (default "
+            "/usr/share/javascript/dygraphs, Debian's libjs-dygraphs)"},
+           {"timeout", "SECONDS", "HTTP timeout in seconds (default 30)"},
+           {"addr", "ADDR", "accepted for uniformity; not used"}},
+          1,
+          1,
+          "The page is the console's /runs/RUN with the run's whole downsampled history,\n"
+          "its state spans and anomalies, and the charting library inlined: it opens\n"
+          "offline, from a file, in any browser."};
+}
+
+int RunReportCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                     std::ostream& err) {
+  auto usage = [&err](const absl::Status& status) {
+    err << "entrowatch report: " << status.message() << "\n"
+        << "run 'entrowatch report --help' for usage\n";
+    return kExitUsage;
+  };
+  const std::string run = args.positional().front();
+  const std::string file = args.GetString("out", "");
+  if (file.empty()) {
+    return usage(absl::InvalidArgumentError("--out FILE.html is required"));
+  }
+  absl::StatusOr<double> timeout = args.GetDouble("timeout", 30, 0.001, 3600);
+  if (!timeout.ok()) {
+    return usage(timeout.status());
+  }
+  const char* env_console = std::getenv("ENTROWATCH_CONSOLE");
+  auto url = ParseUrl(args.GetString(
+      "console", env_console != nullptr && *env_console != '\0' ? env_console : kDefaultConsole));
+  if (!url.ok()) {
+    return usage(url.status());
+  }
+  std::string user_password;
+  if (args.Has("basic-auth-file")) {
+    auto secret = ReadFirstLine(args.GetString("basic-auth-file", ""));
+    if (!secret.ok()) {
+      err << "entrowatch report: " << secret.status().message() << "\n";
+      return kExitError;
+    }
+    user_password = *std::move(secret);
+  }
+  auto assets =
+      console::LoadPageAssets(args.GetString("library-dir", console::ConsoleOptions().library_dir));
+  if (!assets.ok()) {
+    err << "entrowatch report: " << assets.status().message() << "\n";
+    return kExitError;
+  }
+
+  // Parsed and printed again: the file holds well-formed documents of the
+  // expected types whatever the server sent.
+  const std::string base = absl::StrCat("/api/v1/runs/", run);
+  entrowatch::v1::RunStatus status;
+  console::v1::RunTimeline timeline;
+  for (auto [path, message] : {std::pair<std::string, google::protobuf::Message*>{base, &status},
+                               {base + "/timeline", &timeline}}) {
+    auto body = HttpGet(*url, path, user_password, *timeout);
+    if (!body.ok()) {
+      err << "entrowatch report: " << body.status().message() << "\n";
+      return kExitError;
+    }
+    if (!google::protobuf::util::JsonStringToMessage(*body, message).ok()) {
+      err << "entrowatch report: " << path << ": not the expected JSON\n";
+      return kExitError;
+    }
+  }
+  const std::string page = console::ReportPage(
+      *assets, console::ToJson(status), console::ToJson(timeline),
+      absl::StrCat("entrowatch ", kVersion, " report of ", run, ", ",
+                   absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::Now(), absl::UTCTimeZone())));
+  std::ofstream written(file, std::ios::binary | std::ios::trunc);
+  written << page;
+  written.close();
+  if (!written) {
+    err << "entrowatch report: cannot write '" << file << "'\n";
+    return kExitError;
+  }
+  out << "wrote " << file << " (" << (page.size() + 1023) / 1024 << " KiB): run " << run << ", "
+      << status.history_size() << " points for " << timeline.steps_recorded() << " steps, state "
+      << entrowatch::v1::HealthState_Name(status.verdict().state()) << "\n";
+  return kExitOk;
+}
+
+}  // namespace entrowatch::cli
