@@ -127,7 +127,7 @@ struct AnalysisThresholds {
   // escalate_steps consecutive steps.
   struct GradNormSpike {
     DetectorCommon common{true, AnomalySeverity::kWarning, 1, 3};
-    double z = 6;            // z of log(grad norm) against the (frozen) baseline
+    double z = 4;            // z of log(grad norm) against the (frozen) baseline
     int escalate_steps = 3;  // consecutive offending steps before the configured severity
   } grad_norm_spike;
 

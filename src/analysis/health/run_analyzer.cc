@@ -426,6 +426,18 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step, int in
     c.reason = absl::StrCat("entropy and grad norm within their baselines: ", entropy_text, ", ",
                             grad_text);
   }
+  c.in_band = entropy_level == Level::kMid && grad == Level::kMid && c.loss_in_band;
+  if (entropy_level != Level::kMid || grad != Level::kMid) {
+    c.band_text = absl::StrCat(entropy_text, ", ", grad_text);
+  } else if (!c.loss_in_band) {
+    c.band_text = c.loss_text;
+  }
+  return c;
+}
+
+RunAnalyzer::Candidate RunAnalyzer::NormalBecause(std::string reason) {
+  Candidate c;
+  c.reason = std::move(reason);
   return c;
 }
 
@@ -495,11 +507,9 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
       describe(*chosen);
       return;
     }
-    describe(
-        Candidate{v1::NORMAL,
-                  absl::StrCat("within baselines (", abnormal_run_.size(), " of ", s.enter_steps,
-                               " abnormal steps needed to change state): ", candidate.reason),
-                  {}});
+    describe(NormalBecause(
+        absl::StrCat("within baselines (", abnormal_run_.size(), " of ", s.enter_steps,
+                     " abnormal steps needed to change state): ", candidate.reason)));
     return;
   }
   if (candidate.state != v1::NORMAL && same_length_ >= s.enter_steps) {
@@ -510,25 +520,23 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
   // Sticky: only a step back inside the pre-incident band (a NORMAL
   // candidate, against frozen baselines, with the loss in its band) counts
   // towards leaving; another abnormal candidate or a worse loss does not.
-  if (candidate.state != v1::NORMAL || !candidate.loss_in_band) {
+  if (candidate.state != v1::NORMAL || !candidate.in_band) {
     away_length_ = 0;
     if (candidate.state == v1::NORMAL) {
-      verdict_.set_reason(
-          absl::StrCat("still ", v1::HealthState_Name(current),
-                       ": entropy and grad norm are back but the ", candidate.loss_text,
-                       " (EndIncident or analysis.incidents.relearn_steps accepts the "
-                       "new regime)"));
+      verdict_.set_reason(absl::StrCat(
+          "still ", v1::HealthState_Name(current), ": settled outside the pre-incident band (",
+          candidate.band_text,
+          "); `entrowatch end-incident` or analysis.incidents.relearn_steps accepts the new "
+          "regime"));
     }
     return;
   }
   ++away_length_;
   if (away_length_ >= s.exit_steps) {
     enter(v1::NORMAL, step.step());
-    describe(Candidate{
-        v1::NORMAL,
-        absl::StrCat("recovered: ", s.exit_steps, " steps back inside the pre-incident band after ",
-                     v1::HealthState_Name(current), "; ", candidate.reason),
-        {}});
+    describe(NormalBecause(absl::StrCat("recovered: ", s.exit_steps,
+                                        " steps back inside the pre-incident band after ",
+                                        v1::HealthState_Name(current), "; ", candidate.reason)));
   }
 }
 

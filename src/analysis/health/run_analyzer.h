@@ -109,12 +109,17 @@ class RunAnalyzer {
     // The median loss is within the pre-incident band (or unknown).
     bool loss_in_band = true;
     std::string loss_text;
+    // Entropy, grad norm and loss all inside the pre-incident band: the
+    // only steps that count towards leaving a state.
+    bool in_band = true;
+    std::string band_text;  // what is outside the band
     // The grad level came from this step's extreme value, not the median.
     bool used_extreme = false;
     // This step's own values (not their median) are outside the band.
     bool raw_out = false;
   };
 
+  static Candidate NormalBecause(std::string reason);
   BaselineParams Params() const;
   Candidate Classify(const entrowatch::v1::StepSummary& step, int phase, bool grad_extreme) const;
   void AdvanceState(const entrowatch::v1::StepSummary& step, Candidate candidate);
