@@ -484,8 +484,7 @@ TEST(StickinessTest, RelearnStepsAcceptsTheRegime) {
   // first 10 steps).
   EXPECT_GE(steps, 40);
   EXPECT_LE(steps, 50);
-  EXPECT_NE(a.verdict().reason().find("relearn_steps"), std::string::npos)
-      << a.verdict().reason();
+  EXPECT_NE(a.verdict().reason().find("relearn_steps"), std::string::npos) << a.verdict().reason();
 }
 
 }  // namespace
