@@ -172,6 +172,7 @@ absl::Status ParseThresholds(YamlMap& root, AnalysisThresholds* t) {
       auto& c = t->attention_logit_growth;
       RETURN_IF_ERROR(ParseCommon(m, &c.common));
       RETURN_IF_ERROR(GetInRange(m, "growth_factor", 1.0, 1e6, &c.growth_factor));
+      RETURN_IF_ERROR(GetInRange(m, "min_logit", 0.0, 1e12, &c.min_logit));
       return GetInRange(m, "window_steps", 1, 100000, &c.window_steps);
     }));
     RETURN_IF_ERROR(d.Child("reward_hacking", [&](YamlMap& m) {

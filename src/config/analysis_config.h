@@ -127,7 +127,7 @@ struct AnalysisThresholds {
   // escalate_steps consecutive steps.
   struct GradNormSpike {
     DetectorCommon common{true, AnomalySeverity::kWarning, 1, 3};
-    double z = 4;            // z of log(grad norm) against the (frozen) baseline
+    double z = 3.5;          // z of log(grad norm) against the (frozen) baseline
     int escalate_steps = 3;  // consecutive offending steps before the configured severity
   } grad_norm_spike;
 
@@ -139,9 +139,10 @@ struct AnalysisThresholds {
   } loss_spike;
 
   struct AttentionLogitGrowth {
-    DetectorCommon common{true, AnomalySeverity::kWarning, 5, 5};
-    double growth_factor = 1.5;  // max logit at or above this x its value window_steps ago
+    DetectorCommon common{true, AnomalySeverity::kWarning, 3, 5};
+    double growth_factor = 2;  // max logit at or above this x its value window_steps ago
     int window_steps = 20;
+    double min_logit = 20;  // and at least this large (smaller logits grow while learning)
   } attention_logit_growth;
 
   // ROLLOUT: the reward signal rose while generated-token entropy fell.

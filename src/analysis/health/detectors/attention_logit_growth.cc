@@ -1,6 +1,7 @@
 // ATTENTION_LOGIT_GROWTH: a layer's maximum attention logit (max over heads
 // and queries of q.k x scale) at least growth_factor times its value
-// window_steps steps ago, sustained for for_steps steps. Unbounded logit
+// window_steps steps ago and at least min_logit, sustained for for_steps
+// steps (small logits grow several-fold while a model learns). Unbounded logit
 // growth precedes attention entropy collapse. Waits for warm-up.
 
 #include <cmath>
@@ -53,11 +54,14 @@ class AttentionLogitGrowth final : public Detector {
       f.subject = absl::StrCat("layer ", layer.layer());
       const double then = h.front();
       const double now = h.back();
-      f.outcome = (then > 0 && now >= c.growth_factor * then) ? Outcome::kTrue : Outcome::kFalse;
+      f.outcome = (then > 0 && now >= c.growth_factor * then && now >= c.min_logit)
+                      ? Outcome::kTrue
+                      : Outcome::kFalse;
       if (f.outcome == Outcome::kTrue) {
         f.reason = absl::StrCat("layer ", layer.layer(), ": max attention logit ",
                                 FormatNumber(now), " is ", FormatNumber(now / then), "x its value ",
-                                c.window_steps, " steps ago (", FormatNumber(then), ")");
+                                c.window_steps, " steps ago (", FormatNumber(then), ") and >= ",
+                                FormatNumber(c.min_logit));
         f.evidence.push_back(
             MakeEvidence("attention_max_logit_growth", now / then, c.growth_factor, ">="));
         f.evidence.push_back(MakeEvidence("attention_max_logit", now, then, "window ago"));
