@@ -93,6 +93,7 @@ absl::Status ParseThresholds(YamlMap& root, AnalysisThresholds* t) {
     RETURN_IF_ERROR(GetInRange(m, "confirm_z", 0.0, 1000.0, &s.confirm_z));
     RETURN_IF_ERROR(GetInRange(m, "low_normalized_entropy", 0.0, 1.0, &s.low_normalized_entropy));
     RETURN_IF_ERROR(GetInRange(m, "high_normalized_entropy", 0.0, 1.0, &s.high_normalized_entropy));
+    RETURN_IF_ERROR(GetInRange(m, "lr_collapse_ratio", 0.0, 1.0, &s.lr_collapse_ratio));
     if (s.low_normalized_entropy >= s.high_normalized_entropy) {
       return m.Error("high_normalized_entropy",
                      absl::StrCat("expected a value above low_normalized_entropy (",
@@ -159,6 +160,7 @@ absl::Status ParseThresholds(YamlMap& root, AnalysisThresholds* t) {
       auto& c = t->grad_norm_spike;
       RETURN_IF_ERROR(ParseCommon(m, &c.common));
       RETURN_IF_ERROR(GetInRange(m, "z", 0.1, 1000.0, &c.z));
+      RETURN_IF_ERROR(GetInRange(m, "min_ratio", 1.0, 1e6, &c.min_ratio));
       return GetInRange(m, "escalate_steps", 1, 100000, &c.escalate_steps);
     }));
     RETURN_IF_ERROR(d.Child("loss_spike", [&](YamlMap& m) {

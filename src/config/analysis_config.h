@@ -50,6 +50,10 @@ struct AnalysisThresholds {
     // z-score, so a run that drifted slowly to near-zero entropy is still LOW.
     double low_normalized_entropy = 0.1;
     double high_normalized_entropy = 0.95;
+    // A reported learning rate at or below this fraction of its baseline,
+    // with entropy not falling and no high grad norm, is STAGNATION: the
+    // model barely updates (0 disables).
+    double lr_collapse_ratio = 0.01;
   } states;
 
   struct EntropyCollapse {
@@ -128,6 +132,7 @@ struct AnalysisThresholds {
   struct GradNormSpike {
     DetectorCommon common{true, AnomalySeverity::kWarning, 1, 3};
     double z = 3.5;          // z of log(grad norm) against the (frozen) baseline
+    double min_ratio = 2;    // and at least this many times the baseline's grad norm
     int escalate_steps = 3;  // consecutive offending steps before the configured severity
   } grad_norm_spike;
 

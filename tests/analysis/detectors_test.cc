@@ -271,7 +271,7 @@ TEST(AttentionLogitGrowthTest, SustainedGrowthFiresAndStableLogitsDoNot) {
   EXPECT_EQ(Active(a).count(v1::ATTENTION_LOGIT_GROWTH), 0u);
   double logit = 5.0;
   for (int i = 0; i < 30; ++i) {
-    logit *= 1.05;
+    logit *= 1.1;
     a.Observe(with_logit(logit));
   }
   ASSERT_EQ(Active(a).count(v1::ATTENTION_LOGIT_GROWTH), 1u);

@@ -32,6 +32,7 @@ struct PhaseBaselines {
   EwBaseline log_grad_norm;                     // log of the global grad norm
   EwBaseline generated;                         // mean entropy of generated tokens
   EwBaseline loss;                              // step loss
+  EwBaseline learning_rate;                     // reported learning rate (when > 0)
   std::deque<double> entropy_baseline_history;  // entropy baseline mean after each step
 };
 

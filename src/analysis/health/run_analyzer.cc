@@ -215,6 +215,9 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
   if (learn && UsableLoss(step)) {
     phase.loss.Update(step.loss(), params);
   }
+  if (learn && step.learning_rate() > 0 && std::isfinite(step.learning_rate())) {
+    phase.learning_rate.Update(step.learning_rate(), params);
+  }
   if (learn && index == kRolloutPhase &&
       step.generated_token_count() >= static_cast<uint64_t>(t.generated_entropy_spike.min_tokens) &&
       std::isfinite(step.generated_entropy_mean())) {
@@ -402,6 +405,11 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step, int in
       has_grad ? absl::StrCat("grad norm ", Num(grad_norm), " (log z ", Num(grad_z), ")")
                : std::string("no grad norm");
 
+  // A collapsed learning rate (a step change, not a schedule: cosine decay
+  // stays far above lr_collapse_ratio of its recent mean) stops learning.
+  const bool lr_collapsed =
+      s.lr_collapse_ratio > 0 && step.learning_rate() > 0 && phase.learning_rate.warm(params) &&
+      step.learning_rate() <= s.lr_collapse_ratio * phase.learning_rate.mean();
   // An absolute entropy bound is decisive on its own: near-zero entropy with
   // ordinary updates is the comfort zone, near-uniform entropy with ordinary
   // updates is stagnation. A high grad norm still turns them into the
@@ -416,6 +424,15 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step, int in
     c.state = v1::COMFORT_ZONE;
     c.reason = absl::StrCat("low entropy with ", grad == Level::kLow ? "low" : "ordinary",
                             " grad norm: ", entropy_text, ", ", grad_text);
+  } else if (lr_collapsed && entropy_level != Level::kLow && grad != Level::kHigh) {
+    c.state = v1::STAGNATION;
+    c.reason = absl::StrCat("learning rate ", Num(step.learning_rate()), " is ",
+                            Num(step.learning_rate() / phase.learning_rate.mean()),
+                            "x its baseline ", Num(phase.learning_rate.mean()),
+                            ": the model barely updates; ", entropy_text, ", ", grad_text);
+    c.evidence.push_back(MakeEvidence("learning_rate_ratio",
+                                      step.learning_rate() / phase.learning_rate.mean(),
+                                      s.lr_collapse_ratio, "<="));
   } else if (entropy_level == Level::kHigh && (grad == Level::kLow || entropy_absolute)) {
     c.state = v1::STAGNATION;
     c.reason = absl::StrCat("high entropy with ", grad == Level::kLow ? "low" : "ordinary",
@@ -426,7 +443,8 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step, int in
     c.reason = absl::StrCat("entropy and grad norm within their baselines: ", entropy_text, ", ",
                             grad_text);
   }
-  c.in_band = entropy_level == Level::kMid && grad == Level::kMid && c.loss_in_band;
+  c.in_band =
+      entropy_level == Level::kMid && grad == Level::kMid && c.loss_in_band && !lr_collapsed;
   if (entropy_level != Level::kMid || grad != Level::kMid) {
     c.band_text = absl::StrCat(entropy_text, ", ", grad_text);
   } else if (!c.loss_in_band) {

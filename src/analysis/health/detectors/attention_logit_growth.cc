@@ -60,8 +60,8 @@ class AttentionLogitGrowth final : public Detector {
       if (f.outcome == Outcome::kTrue) {
         f.reason = absl::StrCat("layer ", layer.layer(), ": max attention logit ",
                                 FormatNumber(now), " is ", FormatNumber(now / then), "x its value ",
-                                c.window_steps, " steps ago (", FormatNumber(then), ") and >= ",
-                                FormatNumber(c.min_logit));
+                                c.window_steps, " steps ago (", FormatNumber(then),
+                                ") and >= ", FormatNumber(c.min_logit));
         f.evidence.push_back(
             MakeEvidence("attention_max_logit_growth", now / then, c.growth_factor, ">="));
         f.evidence.push_back(MakeEvidence("attention_max_logit", now, then, "window ago"));

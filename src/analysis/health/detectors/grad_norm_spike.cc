@@ -1,5 +1,6 @@
-// GRAD_NORM_SPIKE: log(grad norm) far above the phase's baseline, which does
-// not learn while the spike lasts. Fires at the first offending step as
+// GRAD_NORM_SPIKE: log(grad norm) z sigmas above the phase's baseline and
+// at least min_ratio times its grad norm; the baseline does not learn while
+// the spike lasts. Fires at the first offending step as
 // info; takes its configured severity once the spike persisted
 // escalate_steps consecutive steps (an isolated outlier batch the run
 // absorbs at once stays an info event and clears).
@@ -36,7 +37,8 @@ class GradNormSpike final : public Detector {
     Finding f;
     f.subject = absl::StrCat("grad norm ", PhaseIndexName(ctx.phase));
     int& streak = streak_[ctx.phase];
-    if (z < c.z) {
+    const double ratio = std::exp(x - baseline.mean());
+    if (z < c.z || ratio < c.min_ratio) {
       streak = 0;
       f.outcome = Outcome::kFalse;
       out->push_back(std::move(f));
