@@ -195,6 +195,7 @@ absl::Status ParseThresholds(YamlMap& root, AnalysisThresholds* t) {
     return d.Child("rank_outlier", [&](YamlMap& m) {
       auto& c = t->rank_outlier;
       RETURN_IF_ERROR(ParseCommon(m, &c.common));
+      RETURN_IF_ERROR(GetInRange(m, "escalate_steps", 1, 100000, &c.escalate_steps));
       return GetInRange(m, "z", 0.1, 1000.0, &c.z);
     });
   }));

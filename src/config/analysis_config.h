@@ -152,7 +152,7 @@ struct AnalysisThresholds {
 
   // ROLLOUT: the reward signal rose while generated-token entropy fell.
   struct RewardHacking {
-    DetectorCommon common{true, AnomalySeverity::kWarning, 3, 5};
+    DetectorCommon common{true, AnomalySeverity::kWarning, 1, 5};
     std::string reward_signal = "reward";  // named scalar
     int window_steps = 10;                 // compared with this many steps earlier
     double min_reward_rise = 0.05;         // reward up by at least this (absolute)
@@ -169,8 +169,9 @@ struct AnalysisThresholds {
 
   // One rank's entropy, loss or grad norm a robust outlier against the others.
   struct RankOutlier {
-    DetectorCommon common{true, AnomalySeverity::kWarning, 5, 5};
-    double z = 6;  // robust z against the ranks' median and the usual spread
+    DetectorCommon common{true, AnomalySeverity::kWarning, 1, 5};
+    double z = 6;            // robust z against the ranks' median and the usual spread
+    int escalate_steps = 5;  // info until the rank stayed out this many steps
   } rank_outlier;
 };
 

@@ -368,6 +368,8 @@ TEST(RankOutlierTest, NamesTheRankWithABadShard) {
     for (const auto& an : a.ActiveAnomalies()) {
       if (an.pattern() == v1::RANK_OUTLIER) {
         subjects.insert(an.subject());
+        EXPECT_EQ(an.severity(), v1::WARNING) << "8 steps out: escalated";
+        EXPECT_EQ(an.since_step(), 120u) << "info from the first step";
       }
     }
     EXPECT_EQ(subjects, std::set<std::string>{"rank 1"}) << ranks << " ranks";

@@ -3,7 +3,8 @@
 // times the usual cross-rank spread (1.4826 x the MAD, learned over the
 // run), while the rank also moved away from its own baseline. With two ranks
 // the median cannot tell which one moved; the own-baseline test names it.
-// Sustained for for_steps steps. Waits for warm-up.
+// Info from the first step, the configured severity once the rank stayed
+// out escalate_steps consecutive steps. Waits for warm-up.
 
 #include <algorithm>
 #include <cmath>
@@ -132,9 +133,14 @@ class RankOutlier final : public Detector {
       f.subject = absl::StrCat("rank ", r.rank());
       auto it = flagged.find(r.rank());
       f.outcome = it == flagged.end() ? Outcome::kFalse : Outcome::kTrue;
+      int& streak = streaks_[{ctx.phase, r.rank()}];
+      streak = it == flagged.end() ? 0 : streak + 1;
       if (it != flagged.end()) {
+        f.severity =
+            streak >= c.escalate_steps ? c.common.severity : config::AnomalySeverity::kInfo;
         f.reason = absl::StrCat("rank ", r.rank(), " is an outlier among ", step.ranks_size(),
-                                " ranks: ", absl::StrJoin(it->second, ", "));
+                                " ranks for ", streak, " step", streak == 1 ? "" : "s", ": ",
+                                absl::StrJoin(it->second, ", "));
         f.evidence.push_back(MakeEvidence("rank_robust_z", largest_z[r.rank()], c.z, "|z|>="));
       }
       out->push_back(std::move(f));
@@ -144,10 +150,12 @@ class RankOutlier final : public Detector {
   void Rebase() override {
     spread_.clear();
     own_.clear();
+    streaks_.clear();
   }
 
  private:
-  std::map<std::pair<int, int>, EwBaseline> spread_;          // (phase, signal)
+  std::map<std::pair<int, uint32_t>, int> streaks_;   // (phase, rank) consecutive outlier steps
+  std::map<std::pair<int, int>, EwBaseline> spread_;  // (phase, signal)
   std::map<std::tuple<int, int, uint32_t>, EwBaseline> own_;  // (phase, signal, rank)
 };
 

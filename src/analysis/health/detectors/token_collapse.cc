@@ -45,8 +45,7 @@ class TokenCollapse final : public Detector {
     // Not a z-score: the run against itself window_steps steps earlier, judged
     // as soon as that far back exists (RL runs collapse within the warm-up;
     // training from scratch drops at most about 40% within 20 steps).
-    if (history.size() >= static_cast<size_t>(c.window_steps) &&
-        history.front() > 0) {
+    if (history.size() >= static_cast<size_t>(c.window_steps) && history.front() > 0) {
       const double reference = history.front();
       const double drop = (reference - step.entropy_mean()) / reference;
       if (drop >= c.relative_drop) {
