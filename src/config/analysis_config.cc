@@ -228,7 +228,9 @@ absl::Status ParseRule(YamlMap& m, SignalRule* rule) {
     return m.Error("bound", "expected a finite number");
   }
   rule->has_z = m.Has("z");
-  RETURN_IF_ERROR(GetInRange(m, "z", 0.1, 1000.0, &rule->z));
+  if (rule->has_z) {
+    RETURN_IF_ERROR(GetInRange(m, "z", 0.1, 1000.0, &rule->z));
+  }
   if (!rule->has_bound && !rule->has_z) {
     return m.Error("signal",
                    "expected a rule with a bound (absolute) or a z (against the baseline)");
