@@ -326,6 +326,13 @@ class ReportStreamer {
       absl::MutexLock lock(&mu_);
       origins_[key].push_back(origin);
     }
+    // A final report marks the whole run finished: send it only once every
+    // earlier report (other ranks' included) was acknowledged, or the daemon
+    // may finish the run before another rank's last steps. A failed wait is
+    // reported by Finish.
+    if (report.final()) {
+      client_->Flush(absl::Now() + settings_.timeout).IgnoreError();
+    }
     if (!client_->EnqueueWait(std::move(report), absl::Now() + settings_.timeout)) {
       absl::MutexLock lock(&mu_);
       origins_[key].pop_back();

@@ -215,6 +215,21 @@ TEST(FloorTest, CollapseFloorsNeedNoWarmUp) {
   EXPECT_EQ(subjects, (std::set<std::string>{"layer 1", "token ROLLOUT"}));
 }
 
+// An incident during warm-up does not freeze a cold baseline: the run
+// still leaves WARMUP and its state is judged.
+TEST(FloorTest, WarmUpCompletesUnderAnIncident) {
+  RunAnalyzer a(Defaults());
+  Trainer r(24);
+  for (int i = 0; i < 80; ++i) {
+    v1::StepSummary s = r.Next();
+    s.set_entropy_mean(0.1);
+    s.set_normalized_entropy_mean(0.1 / kLogV);
+    a.Observe(s);
+  }
+  EXPECT_EQ(Active(a)[v1::ENTROPY_COLLAPSE], v1::CRITICAL);
+  EXPECT_EQ(a.verdict().state(), v1::COMFORT_ZONE) << a.verdict().reason();
+}
+
 TEST(FloorTest, NearUniformStartIsNormalAndZScoresWait) {
   RunAnalyzer a(Defaults());
   Trainer r(8);

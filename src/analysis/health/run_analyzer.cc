@@ -198,8 +198,11 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
   }
 
   // Learn from this step unless an incident is (or just became) active.
+  // A baseline still in its warm-up keeps learning (a frozen cold baseline
+  // would keep the run in WARMUP for as long as the incident lasts).
   const bool learn = !frozen_ && !extreme && !IncidentActive();
-  if (has_tokens && learn) {
+  auto may_learn = [&](const EwBaseline& b) { return learn || !b.warm(params); };
+  if (has_tokens && may_learn(phase.entropy)) {
     phase.entropy.Update(step.entropy_mean(), params);
   }
   if (has_tokens) {
@@ -209,18 +212,19 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
       phase.entropy_baseline_history.pop_front();
     }
   }
-  if (learn && UsableGradNorm(step)) {
+  if (UsableGradNorm(step) && may_learn(phase.log_grad_norm)) {
     phase.log_grad_norm.Update(std::log(step.grad_norm()), params);
   }
-  if (learn && UsableLoss(step)) {
+  if (UsableLoss(step) && may_learn(phase.loss)) {
     phase.loss.Update(step.loss(), params);
   }
-  if (learn && step.learning_rate() > 0 && std::isfinite(step.learning_rate())) {
+  if (step.learning_rate() > 0 && std::isfinite(step.learning_rate()) &&
+      may_learn(phase.learning_rate)) {
     phase.learning_rate.Update(step.learning_rate(), params);
   }
-  if (learn && index == kRolloutPhase &&
+  if (index == kRolloutPhase &&
       step.generated_token_count() >= static_cast<uint64_t>(t.generated_entropy_spike.min_tokens) &&
-      std::isfinite(step.generated_entropy_mean())) {
+      std::isfinite(step.generated_entropy_mean()) && may_learn(phase.generated)) {
     phase.generated.Update(step.generated_entropy_mean(), params);
   }
 

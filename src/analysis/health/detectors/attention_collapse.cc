@@ -90,7 +90,8 @@ class AttentionCollapse final : public Detector {
                                             reference, "baseline"));
         }
       }
-      if (std::isfinite(layer.mean_entropy()) && !ctx.frozen && f.outcome != Outcome::kTrue) {
+      if (std::isfinite(layer.mean_entropy()) &&
+          (!ctx.frozen || !state.baseline.warm(ctx.params)) && f.outcome != Outcome::kTrue) {
         state.baseline.Update(layer.mean_entropy(), ctx.params);
       }
       state.history.push_back(state.baseline.mean());

@@ -50,7 +50,7 @@ class KlExplosion final : public Detector {
         f.evidence.push_back(MakeEvidence(c.signal, it->second, reference, "baseline"));
       }
     }
-    if (!ctx.frozen && f.outcome != Outcome::kTrue) {
+    if ((!ctx.frozen || !baseline.warm(ctx.params)) && f.outcome != Outcome::kTrue) {
       baseline.Update(x, ctx.params);
     }
     if (baseline.warm(ctx.params) || f.outcome == Outcome::kTrue) {

@@ -116,11 +116,14 @@ class RankOutlier final : public Detector {
         largest_z[rank] =
             std::max(largest_z[rank], std::abs(v - median) / std::max(spread.mean(), floor));
       }
-      if (!ctx.frozen && candidates.empty() && std::isfinite(spread_now)) {
+      if ((!ctx.frozen || !spread.warm(ctx.params)) && candidates.empty() &&
+          std::isfinite(spread_now)) {
         spread.Update(spread_now, ctx.params);
       }
       for (const auto& [rank, v] : values) {
-        if (ctx.frozen || flagged.count(rank)) {
+        auto own = own_.find({ctx.phase, signal, rank});
+        const bool warm = own != own_.end() && own->second.warm(ctx.params);
+        if ((ctx.frozen && warm) || flagged.count(rank)) {
           continue;
         }
         if (own_.size() < kMaxRanks * kSignals * 3 || own_.count({ctx.phase, signal, rank})) {

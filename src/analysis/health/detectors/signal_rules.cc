@@ -60,7 +60,7 @@ class SignalRules final : public Detector {
                                             rule.above ? "z>=" : "z<="));
         }
       }
-      if (!ctx.frozen && f.outcome != Outcome::kTrue) {
+      if ((!ctx.frozen || !baseline.warm(ctx.params)) && f.outcome != Outcome::kTrue) {
         baseline.Update(v, ctx.params);
       }
       out->push_back(std::move(f));
