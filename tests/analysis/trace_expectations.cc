@@ -155,6 +155,25 @@ void ExpectMeetsMeta(const std::string& name, const std::vector<Observed>& timel
       seen_patterns.insert(o.patterns.begin(), o.patterns.end());
     }
   }
+  // Optional: the rank a RANK_OUTLIER must name (and the only one).
+  if (Number(meta, "bad_rank") >= 0) {
+    const std::string named =
+        absl::StrCat("RANK_OUTLIER rank ", static_cast<int>(Number(meta, "bad_rank")));
+    bool any_subjects = false;
+    bool named_seen = false;
+    for (const auto& o : timeline) {
+      for (const auto& subject : o.subjects) {
+        any_subjects = true;
+        if (absl::StartsWith(subject, "RANK_OUTLIER ")) {
+          EXPECT_EQ(subject, named) << name << " step " << o.step;
+          named_seen = named_seen || subject == named;
+        }
+      }
+    }
+    if (any_subjects) {
+      EXPECT_TRUE(named_seen) << name << ": " << named << " never active";
+    }
+  }
   for (const auto& s : states) {
     EXPECT_TRUE(seen_states.count(s))
         << name << ": " << s << " not reached within " << delay << " steps of onset " << onset;

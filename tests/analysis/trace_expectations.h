@@ -19,6 +19,9 @@ struct Observed {
   std::set<std::string> patterns;  // active Pattern names
   // Severity name of each active pattern (the highest of its subjects).
   std::map<std::string, std::string> severities;
+  // "PATTERN subject" of each active anomaly, when known (in-process only:
+  // --print-verdicts does not print subjects).
+  std::set<std::string> subjects;
 
   void Raise(const std::string& pattern, const std::string& severity);
 };
@@ -34,7 +37,8 @@ std::string TracePath(const std::string& name);
 // short INFO events (an isolated outlier batch). Others: the same before
 // the onset step, every expected state and pattern seen within
 // max_delay_steps of it, and, with max_first_alarm_step, a first anomaly at
-// or before that step.
+// or before that step. With bad_rank (and subjects known), RANK_OUTLIER
+// names that rank and no other.
 void ExpectMeetsMeta(const std::string& name, const std::vector<Observed>& timeline);
 
 }  // namespace entrowatch::analysis::testing

@@ -50,6 +50,7 @@ TEST_P(TraceTest, MeetsMetaExpectations) {
     for (const auto& a : analyzer.ActiveAnomalies()) {
       o.patterns.insert(v1::Pattern_Name(a.pattern()));
       o.Raise(v1::Pattern_Name(a.pattern()), v1::Severity_Name(a.severity()));
+      o.subjects.insert(absl::StrCat(v1::Pattern_Name(a.pattern()), " ", a.subject()));
     }
     if (verbose) {
       absl::StrAppend(&log, "step ", o.step, ": ", o.state, ": ", analyzer.verdict().reason(),
