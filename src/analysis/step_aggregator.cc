@@ -4,6 +4,13 @@
 #include <cmath>
 
 namespace entrowatch::analysis {
+namespace {
+
+// Bounds the named scalars one step keeps (each report is validated to at
+// most ingest's limit; many ranks with different names could add up).
+constexpr size_t kMaxScalarsPerStep = 256;
+
+}  // namespace
 
 double Quantile(std::vector<float>& values, double q) {
   if (values.empty()) {
@@ -48,12 +55,35 @@ bool StepAggregator::Add(ReportContribution c, absl::Duration now) {
       acc[h].count += heads[h].count;
     }
   }
+  PendingStep::RankAccum& rank = p.per_rank[c.rank];
+  rank.tokens += static_cast<int64_t>(c.entropies.size());
+  for (float e : c.entropies) {
+    rank.entropy_sum += e;
+  }
   if (c.has_grad) {
     p.grad_norms.push_back(c.grad_norm);
+    rank.has_grad = true;
+    rank.grad_norm = c.grad_norm;
   }
   if (c.has_loss) {
     s.loss += c.loss;
     ++p.loss_count;
+    rank.loss_sum += c.loss;
+    ++rank.loss_count;
+  }
+  for (const auto& [name, value] : c.scalars) {
+    auto it = p.scalar_sums.find(name);
+    if (it == p.scalar_sums.end()) {
+      if (p.scalar_sums.size() >= kMaxScalarsPerStep) {
+        continue;
+      }
+      it = p.scalar_sums.emplace(name, std::make_pair(0.0, int64_t{0})).first;
+    }
+    it->second.first += value;
+    ++it->second.second;
+  }
+  for (const auto& [layer, value] : c.max_logits) {
+    s.AddMaxLogit(layer, value);
   }
   s.learning_rate = std::max(s.learning_rate, c.learning_rate);
 
@@ -140,10 +170,16 @@ void StepAggregator::Finalize(uint64_t step, bool complete) {
   if (!p.grad_norms.empty()) {
     // After all-reduce every rank holds the same global norm: take the
     // maximum and count ranks that disagree beyond float rounding.
-    const double max_norm = *std::max_element(p.grad_norms.begin(), p.grad_norms.end());
+    // A non-finite norm on any rank is the step's norm (NON_FINITE evidence).
+    double max_norm = *std::max_element(p.grad_norms.begin(), p.grad_norms.end());
+    for (double g : p.grad_norms) {
+      if (!std::isfinite(g)) {
+        max_norm = g;
+      }
+    }
     uint32_t disagreements = 0;
     for (double g : p.grad_norms) {
-      if (max_norm - g > 1e-6 * std::max(1.0, max_norm)) {
+      if (std::isfinite(max_norm) && max_norm - g > 1e-6 * std::max(1.0, max_norm)) {
         ++disagreements;
       }
     }
@@ -157,6 +193,25 @@ void StepAggregator::Finalize(uint64_t step, bool complete) {
     out.set_loss(s.loss / p.loss_count);
   }
   out.set_learning_rate(s.learning_rate);
+  for (const auto& [name, sum] : p.scalar_sums) {
+    (*out.mutable_scalars())[name] = sum.first / static_cast<double>(sum.second);
+  }
+  if (p.per_rank.size() >= 2) {
+    for (const auto& [rank, acc] : p.per_rank) {
+      auto* r = out.add_ranks();
+      r->set_rank(rank);
+      r->set_token_count(static_cast<uint64_t>(acc.tokens));
+      if (acc.tokens > 0) {
+        r->set_entropy_mean(acc.entropy_sum / static_cast<double>(acc.tokens));
+      }
+      r->set_has_grad_norm(acc.has_grad);
+      r->set_grad_norm(acc.grad_norm);
+      if (acc.loss_count > 0) {
+        r->set_has_loss(true);
+        r->set_loss(acc.loss_sum / static_cast<double>(acc.loss_count));
+      }
+    }
+  }
   for (const auto& [layer, heads] : s.layers) {
     auto* ls = out.add_layers();
     ls->set_layer(layer);
@@ -179,6 +234,9 @@ void StepAggregator::Finalize(uint64_t step, bool complete) {
       }
     }
     ls->set_mean_entropy(layer_mean);
+    if (auto it = s.max_logits.find(layer); it != s.max_logits.end()) {
+      ls->set_max_logit(it->second);
+    }
     ls->set_head_variance(counted > 0 ? var / counted : 0);
   }
   finalized_.push_back(std::move(out));

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -38,8 +39,18 @@ struct ReportContribution {
   bool has_grad = false;
   double grad_norm = 0;
   bool has_loss = false;
-  double loss = 0;
+  double loss = 0;  // may be non-finite: evidence for NON_FINITE
   double learning_rate = 0;
+  std::map<std::string, double> scalars;  // named scalars (validated names, finite)
+  std::map<uint32_t, double> max_logits;  // layer -> max attention logit
+
+  // Folds one max attention logit of `layer` in (the maximum wins).
+  void AddMaxLogit(uint32_t layer, double value) {
+    auto [it, inserted] = max_logits.emplace(layer, value);
+    if (!inserted && value > it->second) {
+      it->second = value;
+    }
+  }
 };
 
 struct AggregationOptions {
@@ -91,6 +102,18 @@ class StepAggregator {
     ReportContribution sum;  // pooled tokens and sums
     std::vector<double> grad_norms;
     int64_t loss_count = 0;
+    // Per rank figures (StepSummary.ranks).
+    struct RankAccum {
+      int64_t tokens = 0;
+      double entropy_sum = 0;
+      bool has_grad = false;
+      double grad_norm = 0;
+      int64_t loss_count = 0;
+      double loss_sum = 0;
+    };
+    std::map<uint32_t, RankAccum> per_rank;
+    // Named scalars: sum and count over the reports that sent them.
+    std::map<std::string, std::pair<double, int64_t>> scalar_sums;
   };
 
   void Finalize(uint64_t step, bool complete);

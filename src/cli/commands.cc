@@ -189,6 +189,31 @@ int RunStatusCommand(const ParsedArgs& args, const std::string& addr, std::ostre
   return kExitOk;
 }
 
+// ---- end-incident ------------------------------------------------------------
+
+int RunEndIncidentCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+                          std::ostream& err) {
+  absl::StatusOr<double> timeout = args.GetDouble("timeout", 10, 0.001, 3600);
+  if (!timeout.ok()) {
+    return UsageError("end-incident", timeout.status(), err);
+  }
+  std::unique_ptr<v1::Monitor::Stub> stub = NewStub(addr);
+  grpc::ClientContext context;
+  SetDeadline(&context, *timeout);
+  v1::EndIncidentRequest request;
+  request.set_run_id(args.positional()[0]);
+  request.set_reason(args.GetString("reason", ""));
+  v1::EndIncidentResponse response;
+  const grpc::Status status = stub->EndIncident(&context, request, &response);
+  if (!status.ok()) {
+    return RpcError(status, addr, err);
+  }
+  out << "incident ended for run " << response.run().run_id() << ": state "
+      << v1::HealthState_Name(response.run().verdict().state()) << "; "
+      << response.run().verdict().reason() << "\n";
+  return kExitOk;
+}
+
 int RunRunsCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
                    std::ostream& err) {
   absl::StatusOr<double> timeout = args.GetDouble("timeout", 10, 0.001, 3600);
@@ -301,6 +326,13 @@ class ReportStreamer {
     {
       absl::MutexLock lock(&mu_);
       origins_[key].push_back(origin);
+    }
+    // A final report marks the whole run finished: send it only once every
+    // earlier report (other ranks' included) was acknowledged, or the daemon
+    // may finish the run before another rank's last steps. A failed wait is
+    // reported by Finish.
+    if (report.final()) {
+      client_->Flush(absl::Now() + settings_.timeout).IgnoreError();
     }
     if (!client_->EnqueueWait(std::move(report), absl::Now() + settings_.timeout)) {
       absl::MutexLock lock(&mu_);
@@ -667,6 +699,18 @@ const std::vector<Command>& Commands() {
           0,
           ""},
          &RunStatusCommand});
+    commands->push_back(
+        {{"end-incident",
+          "end-incident RUN [--reason TEXT] [flags]",
+          "Accept run RUN's current regime: its active anomalies and state end and its "
+          "baselines relearn from the next step (alerts stop firing).",
+          {AddrFlag(),
+           {"reason", "TEXT", "why, logged by the daemon (at most 1024 bytes)"},
+           TimeoutFlag("RPC deadline in seconds")},
+          1,
+          1,
+          ""},
+         &RunEndIncidentCommand});
     commands->push_back({{"runs",
                           "runs [flags]",
                           "Print the id of every run the daemon tracks, one per line.",

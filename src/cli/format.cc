@@ -91,6 +91,19 @@ std::string FormatAnomalyNames(const google::protobuf::RepeatedPtrField<v1::Anom
   return absl::StrJoin(names, ",");
 }
 
+std::string FormatAnomaliesWithSeverity(
+    const google::protobuf::RepeatedPtrField<v1::Anomaly>& anomalies) {
+  if (anomalies.empty()) {
+    return "none";
+  }
+  std::vector<std::string> names;
+  for (const v1::Anomaly& anomaly : anomalies) {
+    names.push_back(absl::StrCat(v1::Pattern_Name(anomaly.pattern()), ":",
+                                 v1::Severity_Name(anomaly.severity())));
+  }
+  return absl::StrJoin(names, ",");
+}
+
 std::string FormatRunsTable(const v1::ListRunsResponse& runs, absl::Time now) {
   std::vector<std::vector<std::string>> rows = {
       {"RUN", "LAST STEP", "STATE", "ENTROPY MEAN", "GRAD NORM", "ANOMALIES", "LAST REPORT"}};
@@ -218,7 +231,7 @@ std::string FormatAckLine(absl::string_view origin, const v1::Report& report, co
   } else {
     absl::StrAppend(&line, " | no finalized step yet");
   }
-  absl::StrAppend(&line, " | anomalies ", FormatAnomalyNames(ack.anomalies()));
+  absl::StrAppend(&line, " | anomalies ", FormatAnomaliesWithSeverity(ack.anomalies()));
   return line;
 }
 

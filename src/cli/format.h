@@ -36,6 +36,11 @@ std::string FormatAckLine(absl::string_view origin, const v1::Report& report, co
 // "ENTROPY_COLLAPSE,ATTENTION_LOCKING" or "none".
 std::string FormatAnomalyNames(const google::protobuf::RepeatedPtrField<v1::Anomaly>& anomalies);
 
+// PATTERN:SEVERITY names joined by commas ("none" when empty), as
+// --print-verdicts prints them.
+std::string FormatAnomaliesWithSeverity(
+    const google::protobuf::RepeatedPtrField<entrowatch::v1::Anomaly>& anomalies);
+
 // "INVALID_ARGUMENT" for 3, and so on (google.rpc.Code names).
 std::string CodeName(int code);
 

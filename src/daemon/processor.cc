@@ -69,15 +69,17 @@ void ReportProcessor::Reload(const config::Config& config) {
     absl::MutexLock lock(&run->mu);
     run->aggregator.set_options(s.aggregation);
     if (run->analyzer != nullptr) {
-      run->analyzer->UpdateThresholds(analysis::ResolveThresholds(s.analysis, run->id));
+      run->analyzer->UpdateThresholds(analysis::ResolveThresholds(s.analysis, run->id),
+                                      s.analysis.rules);
     }
   }
 }
 
 analysis::RunAnalyzer& ReportProcessor::Analyzer(store::RunState& run) {
   if (run.analyzer == nullptr) {
+    const Settings s = settings();
     run.analyzer = std::make_unique<analysis::RunAnalyzer>(
-        analysis::ResolveThresholds(settings().analysis, run.id));
+        analysis::ResolveThresholds(s.analysis, run.id), s.analysis.rules);
   }
   return *run.analyzer;
 }
@@ -178,6 +180,10 @@ absl::Status ReportProcessor::Compute(const Report& report,
     }
     auto& heads = out->layers[block.layer()];
     heads.resize(std::max<size_t>(heads.size(), static_cast<size_t>(in.heads)));
+    // Engines that compute it report the max attention logit per head.
+    for (float m : result.max_logit) {
+      out->AddMaxLogit(block.layer(), m);
+    }
     for (int64_t h = 0; h < in.heads; ++h) {
       for (int64_t q = 0; q < in.nq; ++q) {
         heads[h].sum += result.shannon[h * in.nq + q];
@@ -186,6 +192,9 @@ absl::Status ReportProcessor::Compute(const Report& report,
     }
   }
   for (const auto& block : report.attention_entropies()) {
+    if (block.has_max_logit()) {
+      out->AddMaxLogit(block.layer(), block.max_logit());
+    }
     auto& heads = out->layers[block.layer()];
     heads.resize(std::max<size_t>(heads.size(), block.head_entropy_size()));
     for (int h = 0; h < block.head_entropy_size(); ++h) {
@@ -201,6 +210,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
     out->has_loss = true;
     out->loss = report.scalars().loss();
     out->learning_rate = report.scalars().learning_rate();
+    out->scalars.insert(report.scalars().values().begin(), report.scalars().values().end());
   }
   return absl::OkStatus();
 }
@@ -574,6 +584,28 @@ absl::StatusOr<RunStatus> ReportProcessor::EndRun(const std::string& run_id) {
     }
   }
   return status;
+}
+
+absl::StatusOr<RunStatus> ReportProcessor::EndIncident(const std::string& run_id,
+                                                       const std::string& reason) {
+  auto run = registry_.Find(run_id);
+  if (run == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown run '", run_id, "'"));
+  }
+  absl::MutexLock lock(&run->mu);
+  RETURN_IF_ERROR(Fresh(*run));
+  analysis::RunAnalyzer& analyzer = Analyzer(*run);
+  spdlog::info("run {}: incident ended at step {} ({} state, {} active anomalies){}{}", run->id,
+               analyzer.verdict().step(),
+               entrowatch::v1::HealthState_Name(analyzer.verdict().state()),
+               analyzer.ActiveAnomalies().size(), reason.empty() ? "" : ": ", reason);
+  analyzer.EndIncident(reason);
+  const std::vector<entrowatch::v1::Anomaly> active = analyzer.ActiveAnomalies();
+  metrics_->Health(run->id, analyzer.verdict().state(), active, {});
+  if (health_listener_) {
+    health_listener_(run->id, active, analyzer.verdict());
+  }
+  return Status(*run, kDefaultHistory);
 }
 
 void ReportProcessor::Sweep() {

@@ -67,6 +67,10 @@ class ReportProcessor final : public ingest::RunDirectory, public ingest::Ingest
       const entrowatch::v1::GetRunRequest& request) override;
   entrowatch::v1::ListRunsResponse ListRuns() override;
   absl::StatusOr<entrowatch::v1::RunStatus> EndRun(const std::string& run_id) override;
+  // Not kept across a restart: the stored steps are replayed through a
+  // fresh analyzer, which finds the incident again.
+  absl::StatusOr<entrowatch::v1::RunStatus> EndIncident(const std::string& run_id,
+                                                        const std::string& reason) override;
 
   // ingest::IngestObserver
   void OnReceived(int64_t bytes) override;

@@ -22,6 +22,9 @@ struct MetricSpec {
   const char* help;
 };
 
+// Named-scalar series one run may export (entrowatch_scalar).
+constexpr size_t kMaxScalarSeriesPerRun = 32;
+
 constexpr MetricSpec kCatalog[] = {
     {"entrowatch_token_entropy_mean_nats", "Mean token entropy of the latest finalized step."},
     {"entrowatch_token_entropy_p10_nats", "10th percentile token entropy of the latest step."},
@@ -40,6 +43,12 @@ constexpr MetricSpec kCatalog[] = {
      "Mean attention entropy of one head (metrics.per_head_series), latest step."},
     {"entrowatch_attention_head_entropy_variance",
      "Variance of per-head mean attention entropy within a layer, latest step."},
+    {"entrowatch_attention_max_logit",
+     "Maximum attention logit of a layer (max over heads and queries of q.k x scale), latest "
+     "step that had one."},
+    {"entrowatch_scalar",
+     "A named scalar (reward, kl, ...), mean over ranks, latest step that had it; the first 32 "
+     "names of a run only."},
     {"entrowatch_grad_norm", "Global gradient L2 norm, latest step."},
     {"entrowatch_loss", "Training loss, latest step (mean over ranks)."},
     {"entrowatch_learning_rate", "Learning rate, latest step."},
@@ -51,6 +60,8 @@ constexpr MetricSpec kCatalog[] = {
     {"entrowatch_health_state", "1 for the run's current health state."},
     {"entrowatch_anomaly_active", "1 while an anomaly pattern is active for the run."},
     {"entrowatch_anomalies_total", "Anomalies that became active."},
+    {"entrowatch_anomaly_severity",
+     "Highest severity of an active anomaly pattern: 1 info, 2 warning, 3 critical (0 none)."},
     {"entrowatch_reports_total", "Reports by outcome."},
     {"entrowatch_ingest_bytes_total", "Serialized bytes of reports received."},
     {"entrowatch_queue_reports", "Reports accepted and not yet processed."},
@@ -151,11 +162,14 @@ struct Metrics::RunSeries {
   struct LayerSeries {
     prometheus::Gauge* entropy;
     prometheus::Gauge* variance;
-    std::vector<prometheus::Gauge*> heads;  // with per_head_series
+    std::vector<prometheus::Gauge*> heads;   // with per_head_series
+    prometheus::Gauge* max_logit = nullptr;  // once the layer reported one
   };
   std::map<Phase, PhaseSeries> phases;
   std::map<uint32_t, LayerSeries> layers;
   prometheus::Gauge* generated_mean = nullptr;
+  // entrowatch_scalar by name: the first kMaxScalarSeriesPerRun names only.
+  std::map<std::string, prometheus::Gauge*> scalars;
   prometheus::Gauge* grad_norm = nullptr;
   prometheus::Gauge* loss = nullptr;
   prometheus::Gauge* learning_rate = nullptr;
@@ -166,6 +180,7 @@ struct Metrics::RunSeries {
   prometheus::Counter* steps_timed_out = nullptr;
   std::map<HealthState, prometheus::Gauge*> states;
   std::map<std::string, prometheus::Gauge*> anomaly_active;
+  std::map<std::string, prometheus::Gauge*> anomaly_severity;
   std::map<std::string, prometheus::Counter*> anomalies_total;
 };
 
@@ -183,6 +198,8 @@ Metrics::Metrics(const MetricsOptions& options)
   attention_ = GaugeFamily("entrowatch_attention_entropy_nats", r);
   head_variance_ = GaugeFamily("entrowatch_attention_head_entropy_variance", r);
   head_entropy_ = GaugeFamily("entrowatch_attention_head_entropy_nats", r);
+  max_logit_ = GaugeFamily("entrowatch_attention_max_logit", r);
+  scalar_ = GaugeFamily("entrowatch_scalar", r);
   grad_norm_ = GaugeFamily("entrowatch_grad_norm", r);
   loss_ = GaugeFamily("entrowatch_loss", r);
   learning_rate_ = GaugeFamily("entrowatch_learning_rate", r);
@@ -192,6 +209,7 @@ Metrics::Metrics(const MetricsOptions& options)
   steps_total_ = CounterFamily("entrowatch_steps_finalized_total", r);
   health_state_ = GaugeFamily("entrowatch_health_state", r);
   anomaly_active_ = GaugeFamily("entrowatch_anomaly_active", r);
+  anomaly_severity_ = GaugeFamily("entrowatch_anomaly_severity", r);
   anomalies_total_ = CounterFamily("entrowatch_anomalies_total", r);
   reports_total_ = CounterFamily("entrowatch_reports_total", r);
   ingest_bytes_ = CounterFamily("entrowatch_ingest_bytes_total", r);
@@ -427,6 +445,18 @@ void Metrics::StepFinalized(const std::string& run, const StepSummary& step) {
   if (step.learning_rate() > 0) {
     s.learning_rate->Set(step.learning_rate());
   }
+  // Bounded cardinality: a run exports its first kMaxScalarSeriesPerRun
+  // names (names are validated at ingest); later names stay in the API.
+  for (const auto& [name, value] : step.scalars()) {
+    auto it = s.scalars.find(name);
+    if (it == s.scalars.end()) {
+      if (s.scalars.size() >= kMaxScalarSeriesPerRun) {
+        continue;
+      }
+      it = s.scalars.emplace(name, &scalar_->Add({{"run", run}, {"name", name}})).first;
+    }
+    it->second->Set(value);
+  }
   for (const auto& layer : step.layers()) {
     auto it = s.layers.find(layer.layer());
     if (it == s.layers.end()) {
@@ -442,6 +472,13 @@ void Metrics::StepFinalized(const std::string& run, const StepSummary& step) {
     }
     it->second.entropy->Set(layer.mean_entropy());
     it->second.variance->Set(layer.head_variance());
+    if (layer.has_max_logit()) {
+      if (it->second.max_logit == nullptr) {
+        it->second.max_logit =
+            &max_logit_->Add({{"run", run}, {"layer", std::to_string(layer.layer())}});
+      }
+      it->second.max_logit->Set(layer.max_logit());
+    }
     if (options_.per_head_series) {
       auto& heads = it->second.heads;
       const int n = std::min(layer.head_mean_entropy_size(), options_.max_heads_per_layer);
@@ -480,6 +517,21 @@ void Metrics::Health(const std::string& run, HealthState state, const std::vecto
                .first;
     }
     it->second->Set(1);
+  }
+  // Highest severity per active pattern (1 info, 2 warning, 3 critical, 0
+  // none), so alert rules can page on warning and critical only.
+  for (auto& [pattern, gauge] : s.anomaly_severity) {
+    gauge->Set(0);
+  }
+  for (const Anomaly& a : active) {
+    const std::string pattern = entrowatch::v1::Pattern_Name(a.pattern());
+    auto it = s.anomaly_severity.find(pattern);
+    if (it == s.anomaly_severity.end()) {
+      it = s.anomaly_severity
+               .emplace(pattern, &anomaly_severity_->Add({{"run", run}, {"pattern", pattern}}))
+               .first;
+    }
+    it->second->Set(std::max(it->second->Value(), static_cast<double>(a.severity())));
   }
   for (const Anomaly& a : newly_fired) {
     const std::string pattern = entrowatch::v1::Pattern_Name(a.pattern());
@@ -520,6 +572,12 @@ void Metrics::ForgetRun(const std::string& run) {
     for (prometheus::Gauge* head : l.heads) {
       head_entropy_->Remove(head);
     }
+    if (l.max_logit != nullptr) {
+      max_logit_->Remove(l.max_logit);
+    }
+  }
+  for (auto& [name, g] : s.scalars) {
+    scalar_->Remove(g);
   }
   if (s.generated_mean != nullptr) {
     generated_mean_->Remove(s.generated_mean);
@@ -537,6 +595,9 @@ void Metrics::ForgetRun(const std::string& run) {
   }
   for (auto& [p, g] : s.anomaly_active) {
     anomaly_active_->Remove(g);
+  }
+  for (auto& [p, g] : s.anomaly_severity) {
+    anomaly_severity_->Remove(g);
   }
   for (auto& [p, c] : s.anomalies_total) {
     anomalies_total_->Remove(c);

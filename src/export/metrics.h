@@ -106,6 +106,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* attention_;
   prometheus::Family<prometheus::Gauge>* head_variance_;
   prometheus::Family<prometheus::Gauge>* head_entropy_;
+  prometheus::Family<prometheus::Gauge>* max_logit_;
+  prometheus::Family<prometheus::Gauge>* scalar_;
   prometheus::Family<prometheus::Gauge>* grad_norm_;
   prometheus::Family<prometheus::Gauge>* loss_;
   prometheus::Family<prometheus::Gauge>* learning_rate_;
@@ -115,6 +117,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* steps_total_;
   prometheus::Family<prometheus::Gauge>* health_state_;
   prometheus::Family<prometheus::Gauge>* anomaly_active_;
+  prometheus::Family<prometheus::Gauge>* anomaly_severity_;
   prometheus::Family<prometheus::Counter>* anomalies_total_;
   prometheus::Family<prometheus::Counter>* reports_total_;
   prometheus::Family<prometheus::Counter>* ingest_bytes_;

@@ -13,6 +13,9 @@ namespace {
 using entrowatch::v1::Ack;
 using entrowatch::v1::Report;
 
+// Bytes of an EndIncident reason (free text, logged).
+constexpr size_t kMaxIncidentReason = 1024;
+
 absl::Status QueueFull(const WorkQueue& queue) {
   return absl::ResourceExhaustedError(absl::StrCat("ingest queue full (", queue.reports(),
                                                    " reports, ", queue.bytes(),
@@ -353,6 +356,27 @@ grpc::ServerUnaryReactor* MonitorService::EndRun(grpc::CallbackServerContext* co
     return reactor;
   }
   auto run = runs_->EndRun(request->run_id());
+  if (run.ok()) {
+    *response->mutable_run() = std::move(*run);
+  }
+  reactor->Finish(common::ToGrpcStatus(run.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonitorService::EndIncident(
+    grpc::CallbackServerContext* context, const entrowatch::v1::EndIncidentRequest* request,
+    entrowatch::v1::EndIncidentResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
+    reactor->Finish(common::ToGrpcStatus(s));
+    return reactor;
+  }
+  if (request->reason().size() > kMaxIncidentReason) {
+    reactor->Finish(common::ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+        "reason: ", request->reason().size(), " bytes, at most ", kMaxIncidentReason))));
+    return reactor;
+  }
+  auto run = runs_->EndIncident(request->run_id(), request->reason());
   if (run.ok()) {
     *response->mutable_run() = std::move(*run);
   }

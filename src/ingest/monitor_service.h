@@ -26,6 +26,10 @@ class RunDirectory {
       const entrowatch::v1::GetRunRequest& request) = 0;
   virtual entrowatch::v1::ListRunsResponse ListRuns() = 0;
   virtual absl::StatusOr<entrowatch::v1::RunStatus> EndRun(const std::string& run_id) = 0;
+  // Accepts the run's current regime (clears its incidents, rebases its
+  // baselines); NOT_FOUND for an unknown run.
+  virtual absl::StatusOr<entrowatch::v1::RunStatus> EndIncident(const std::string& run_id,
+                                                                const std::string& reason) = 0;
 };
 
 // Counts every outcome. Thread-safe.
@@ -62,6 +66,9 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   grpc::ServerUnaryReactor* EndRun(grpc::CallbackServerContext* context,
                                    const entrowatch::v1::EndRunRequest* request,
                                    entrowatch::v1::EndRunResponse* response) override;
+  grpc::ServerUnaryReactor* EndIncident(grpc::CallbackServerContext* context,
+                                        const entrowatch::v1::EndIncidentRequest* request,
+                                        entrowatch::v1::EndIncidentResponse* response) override;
 
   void set_limits(const ValidationLimits& limits);
   // Replaces the token grants (start-up and reload). Never null.

@@ -4,16 +4,21 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/tensor_view.h"
 #include "compute/input_checks.h"
+#include "config/analysis_config.h"
 
 namespace entrowatch::ingest {
 namespace {
 
 using entrowatch::v1::Report;
 using entrowatch::v1::Tensor;
+
+// Named scalars one report may carry.
+constexpr int kMaxNamedScalars = 64;
 
 absl::Status Invalid(const std::string& field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
@@ -197,6 +202,9 @@ absl::Status CheckAttention(const Report& r, const ValidationLimits& limits,
             absl::StrCat("entropy must be finite and >= 0, got ", block.head_entropy(i)));
       }
     }
+    if (block.has_max_logit() && !std::isfinite(block.max_logit())) {
+      return Invalid(field + ".max_logit", absl::StrCat("must be finite, got ", block.max_logit()));
+    }
   }
   return absl::OkStatus();
 }
@@ -244,9 +252,11 @@ absl::Status ValidateReport(const Report& r, const ValidationLimits& limits) {
                                 limits.max_elements_per_report));
   }
   if (r.has_grad()) {
-    if (!FiniteNonNegative(r.grad().global_norm())) {
-      return Invalid("grad.global_norm",
-                     absl::StrCat("must be finite and >= 0, got ", r.grad().global_norm()));
+    // NaN and +Inf are accepted: a diverged step is evidence (NON_FINITE),
+    // not garbage.
+    const double norm = r.grad().global_norm();
+    if (!(std::isnan(norm) || norm >= 0)) {
+      return Invalid("grad.global_norm", absl::StrCat("must be >= 0 (or NaN/+Inf), got ", norm));
     }
     for (const auto& [name, norm] : r.grad().layer_norms()) {
       if (name.empty()) {
@@ -259,12 +269,25 @@ absl::Status ValidateReport(const Report& r, const ValidationLimits& limits) {
     }
   }
   if (r.has_scalars()) {
-    if (!std::isfinite(r.scalars().loss())) {
-      return Invalid("scalars.loss", "must be finite");
-    }
+    // scalars.loss may be NaN or infinite: that is evidence (NON_FINITE).
     if (!FiniteNonNegative(r.scalars().learning_rate())) {
       return Invalid("scalars.learning_rate",
                      absl::StrCat("must be finite and >= 0, got ", r.scalars().learning_rate()));
+    }
+    if (r.scalars().values_size() > kMaxNamedScalars) {
+      return Invalid("scalars.values", absl::StrCat(r.scalars().values_size(),
+                                                    " named scalars, at most ", kMaxNamedScalars));
+    }
+    for (const auto& [name, value] : r.scalars().values()) {
+      if (!config::ValidSignalName(name)) {
+        return Invalid("scalars.values",
+                       absl::StrCat("name '", absl::CHexEscape(name.substr(0, 160)),
+                                    "' must be 1-128 characters from A-Z a-z 0-9 _ . / : -"));
+      }
+      if (!std::isfinite(value)) {
+        return Invalid(absl::StrCat("scalars.values[", name, "]"),
+                       absl::StrCat("must be finite, got ", value));
+      }
     }
   }
   return absl::OkStatus();

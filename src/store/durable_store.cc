@@ -169,6 +169,18 @@ std::string EncodeContribution(const analysis::ReportContribution& c) {
   w.Put<uint8_t>(c.has_loss);
   w.Put<double>(c.loss);
   w.Put<double>(c.learning_rate);
+  // Named scalars and max attention logits: a trailing section that older
+  // records do not have.
+  w.Put<uint64_t>(c.scalars.size());
+  for (const auto& [name, value] : c.scalars) {
+    w.PutVector(std::vector<char>(name.begin(), name.end()));
+    w.Put<double>(value);
+  }
+  w.Put<uint64_t>(c.max_logits.size());
+  for (const auto& [layer, value] : c.max_logits) {
+    w.Put<uint32_t>(layer);
+    w.Put<double>(value);
+  }
   return w.Take();
 }
 
@@ -189,7 +201,30 @@ absl::StatusOr<analysis::ReportContribution> DecodeContribution(const std::strin
   uint8_t has_grad = 0;
   uint8_t has_loss = 0;
   ok = ok && r.Get(&has_grad) && r.Get(&c.grad_norm) && r.Get(&has_loss) && r.Get(&c.loss) &&
-       r.Get(&c.learning_rate) && r.done();
+       r.Get(&c.learning_rate);
+  if (ok && !r.done()) {
+    uint64_t scalars = 0;
+    ok = r.Get(&scalars);
+    for (uint64_t i = 0; ok && i < scalars; ++i) {
+      std::vector<char> name;
+      double value = 0;
+      ok = r.GetVector(&name) && r.Get(&value);
+      if (ok) {
+        c.scalars[std::string(name.begin(), name.end())] = value;
+      }
+    }
+    uint64_t logits = 0;
+    ok = ok && r.Get(&logits);
+    for (uint64_t i = 0; ok && i < logits; ++i) {
+      uint32_t layer = 0;
+      double value = 0;
+      ok = r.Get(&layer) && r.Get(&value);
+      if (ok) {
+        c.max_logits[layer] = value;
+      }
+    }
+  }
+  ok = ok && r.done();
   if (!ok || generated.size() != c.entropies.size() || c.normalized.size() != c.entropies.size()) {
     return absl::DataLossError("corrupt contribution record in the state database");
   }

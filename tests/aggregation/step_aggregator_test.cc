@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -83,6 +84,61 @@ TEST(StepAggregatorTest, GradNormTakesMaxAndCountsDisagreements) {
   EXPECT_EQ(steps[0].grad_norm_disagreements(), 1u);
   EXPECT_EQ(steps[0].loss(), 2.5);
   EXPECT_EQ(agg.grad_norm_disagreements(), 1u);
+}
+
+TEST(StepAggregatorTest, KeepsPerRankFiguresNamedScalarsAndMaxLogits) {
+  StepAggregator agg({0.8, absl::Seconds(30)});
+  for (uint32_t rank = 0; rank < 3; ++rank) {
+    ReportContribution c = Tokens(4, rank, 3, {1.0f + rank, 2.0f + rank});
+    c.has_grad = true;
+    c.grad_norm = 0.5;
+    c.has_loss = true;
+    c.loss = rank == 1 ? 4.0 : 2.0;
+    c.scalars["reward"] = 0.1 * rank;
+    if (rank == 2) {
+      c.scalars["kl"] = 0.3;
+    }
+    c.AddMaxLogit(0, 3.0 + rank);
+    c.AddMaxLogit(0, 1.0);  // the maximum wins
+    c.layers[0].resize(1);
+    c.layers[0][0] = {1.0, 1};
+    agg.Add(std::move(c), absl::ZeroDuration());
+  }
+  auto steps = agg.TakeFinalized();
+  ASSERT_EQ(steps.size(), 1u);
+  const auto& s = steps[0];
+  ASSERT_EQ(s.ranks_size(), 3);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(s.ranks(r).rank(), static_cast<uint32_t>(r));
+    EXPECT_EQ(s.ranks(r).token_count(), 2u);
+    EXPECT_DOUBLE_EQ(s.ranks(r).entropy_mean(), 1.5 + r);
+    EXPECT_TRUE(s.ranks(r).has_loss());
+    EXPECT_DOUBLE_EQ(s.ranks(r).loss(), r == 1 ? 4.0 : 2.0);
+    EXPECT_DOUBLE_EQ(s.ranks(r).grad_norm(), 0.5);
+  }
+  EXPECT_NEAR(s.scalars().at("reward"), 0.1, 1e-12);  // mean over the three ranks
+  EXPECT_DOUBLE_EQ(s.scalars().at("kl"), 0.3);        // mean over the one that sent it
+  ASSERT_EQ(s.layers_size(), 1);
+  ASSERT_TRUE(s.layers(0).has_max_logit());
+  EXPECT_DOUBLE_EQ(s.layers(0).max_logit(), 5.0);
+}
+
+TEST(StepAggregatorTest, NonFiniteLossAndGradNormStayInTheStep) {
+  StepAggregator agg({0.8, absl::Seconds(30)});
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    ReportContribution c = Tokens(1, rank, 2, {1.0f});
+    c.has_grad = true;
+    c.grad_norm = rank == 1 ? std::numeric_limits<double>::infinity() : 1.0;
+    c.has_loss = true;
+    c.loss = rank == 0 ? std::nan("") : 2.0;
+    agg.Add(std::move(c), absl::ZeroDuration());
+  }
+  auto steps = agg.TakeFinalized();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_TRUE(std::isinf(steps[0].grad_norm()));
+  EXPECT_TRUE(std::isnan(steps[0].loss()));
+  EXPECT_TRUE(std::isnan(steps[0].ranks(0).loss()));
+  EXPECT_TRUE(std::isinf(steps[0].ranks(1).grad_norm()));
 }
 
 TEST(StepAggregatorTest, TimeoutFinalizesIncompleteStepOnTheMonotonicClock) {

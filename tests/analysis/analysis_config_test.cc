@@ -35,7 +35,20 @@ std::string Describe(const AnalysisThresholds& t) {
       Describe(t.flat_layer_profile.common), " ", t.flat_layer_profile.min_layers, " ",
       t.flat_layer_profile.max_relative_spread, " | ", Describe(t.generated_entropy_spike.common),
       " ", t.generated_entropy_spike.z, " ", t.generated_entropy_spike.min_increase_nats, " ",
-      t.generated_entropy_spike.min_tokens);
+      t.generated_entropy_spike.min_tokens, " | ", s.lr_collapse_ratio, " ",
+      t.entropy_collapse.attention_relative_drop, " | ", t.incidents.relearn_steps, " ",
+      t.incidents.loss_band_z, " | ", Describe(t.non_finite.common), " | ",
+      Describe(t.grad_norm_spike.common), " ", t.grad_norm_spike.z, " ",
+      t.grad_norm_spike.min_ratio, " ", t.grad_norm_spike.escalate_steps, " | ",
+      Describe(t.loss_spike.common), " ", t.loss_spike.factor, " ", t.loss_spike.z, " ",
+      t.loss_spike.escalate_steps, " | ", Describe(t.attention_logit_growth.common), " ",
+      t.attention_logit_growth.growth_factor, " ", t.attention_logit_growth.window_steps, " ",
+      t.attention_logit_growth.min_logit, " | ", Describe(t.reward_hacking.common), " ",
+      t.reward_hacking.reward_signal, " ", t.reward_hacking.window_steps, " ",
+      t.reward_hacking.min_reward_rise, " ", t.reward_hacking.entropy_drop, " | ",
+      Describe(t.kl_explosion.common), " ", t.kl_explosion.signal, " ", t.kl_explosion.z, " ",
+      t.kl_explosion.min_value, " | ", Describe(t.rank_outlier.common), " ", t.rank_outlier.z, " ",
+      t.rank_outlier.escalate_steps);
 }
 
 TEST(AnalysisConfigTest, ShippedYamlDocumentsExactlyTheDefaults) {
@@ -43,6 +56,57 @@ TEST(AnalysisConfigTest, ShippedYamlDocumentsExactlyTheDefaults) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(Describe(c->analysis.base), Describe(AnalysisThresholds{}));
   EXPECT_TRUE(c->analysis.overrides.empty());
+  EXPECT_TRUE(c->analysis.rules.empty());
+}
+
+TEST(AnalysisConfigTest, ParsesRulesIncidentsAndTheNewDetectors) {
+  auto c = ParseConfig(R"(
+analysis:
+  incidents: {relearn_steps: 0, loss_band_z: 2}
+  detectors:
+    grad_norm_spike: {z: 5, min_ratio: 3, escalate_steps: 2}
+    kl_explosion: {signal: "actor/ppo_kl"}
+    reward_hacking: {reward_signal: "critic/rewards/mean", window_steps: 8}
+  rules:
+    - name: clip-high
+      signal: clip_fraction
+      bound: 0.3
+      for_steps: 5
+      severity: info
+    - name: length-drop
+      signal: response_length
+      direction: below
+      z: 4
+  overrides:
+    - run: "rl-*"
+      incidents: {relearn_steps: 50}
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& t = c->analysis.base;
+  EXPECT_EQ(t.incidents.relearn_steps, 0);
+  EXPECT_DOUBLE_EQ(t.incidents.loss_band_z, 2);
+  EXPECT_DOUBLE_EQ(t.grad_norm_spike.z, 5);
+  EXPECT_DOUBLE_EQ(t.grad_norm_spike.min_ratio, 3);
+  EXPECT_EQ(t.grad_norm_spike.escalate_steps, 2);
+  EXPECT_EQ(t.kl_explosion.signal, "actor/ppo_kl");
+  EXPECT_EQ(t.reward_hacking.reward_signal, "critic/rewards/mean");
+  EXPECT_EQ(t.reward_hacking.window_steps, 8);
+  ASSERT_EQ(c->analysis.rules.size(), 2u);
+  const SignalRule& clip = c->analysis.rules[0];
+  EXPECT_EQ(clip.name, "clip-high");
+  EXPECT_TRUE(clip.above);
+  EXPECT_TRUE(clip.has_bound);
+  EXPECT_FALSE(clip.has_z);
+  EXPECT_DOUBLE_EQ(clip.bound, 0.3);
+  EXPECT_EQ(clip.common.for_steps, 5);
+  EXPECT_EQ(clip.common.severity, AnomalySeverity::kInfo);
+  const SignalRule& length = c->analysis.rules[1];
+  EXPECT_FALSE(length.above);
+  EXPECT_TRUE(length.has_z);
+  EXPECT_DOUBLE_EQ(length.z, 4);
+  ASSERT_EQ(c->analysis.overrides.size(), 1u);
+  EXPECT_EQ(c->analysis.overrides[0].thresholds.incidents.relearn_steps, 50);
+  EXPECT_DOUBLE_EQ(c->analysis.overrides[0].thresholds.incidents.loss_band_z, 2);
 }
 
 TEST(AnalysisConfigTest, ParsesEveryKindOfValue) {
@@ -134,7 +198,26 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"analysis:\n  overrides:\n    - run: x\n      overrides: []\n",
                 "unknown key 'analysis.overrides[0].overrides' (line 4)"},
         BadCase{"analysis:\n  overrides:\n    - run: x\n      states: {exit_steps: -1}\n",
-                "analysis.overrides[0].states.exit_steps (line 4)"}));
+                "analysis.overrides[0].states.exit_steps (line 4)"},
+        BadCase{"analysis:\n  incidents:\n    relearn_steps: -5\n",
+                "analysis.incidents.relearn_steps (line 3): expected a value in [0, 100000000]"},
+        BadCase{"analysis:\n  detectors:\n    grad_norm_spike:\n      min_ratio: 0.5\n",
+                "analysis.detectors.grad_norm_spike.min_ratio (line 4): expected a value in"},
+        BadCase{"analysis:\n  detectors:\n    kl_explosion:\n      signal: \"k l\"\n",
+                "analysis.detectors.kl_explosion.signal (line 4): expected a named-scalar name"},
+        BadCase{"analysis:\n  rules:\n    - signal: kl\n      bound: 1\n",
+                "analysis.rules[0].name (line 3): expected a rule name"},
+        BadCase{"analysis:\n  rules:\n    - name: r\n      signal: kl\n",
+                "analysis.rules[0].signal (line 4): expected a rule with a bound"},
+        BadCase{"analysis:\n  rules:\n    - name: r\n      signal: kl\n      bound: 1\n"
+                "      direction: sideways\n",
+                "analysis.rules[0].direction (line 6): expected above or below"},
+        BadCase{"analysis:\n  rules:\n    - name: r\n      signal: kl\n      bound: 1\n"
+                "    - name: r\n      signal: kl\n      z: 3\n",
+                "analysis.rules[1].name (line 6): rule name 'r' is used twice"},
+        BadCase{"analysis:\n  rules:\n    - name: r\n      signal: kl\n      z: 3\n"
+                "      window: 4\n",
+                "unknown key 'analysis.rules[0].window' (line 6)"}));
 
 }  // namespace
 }  // namespace entrowatch::config

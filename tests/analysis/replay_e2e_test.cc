@@ -51,8 +51,14 @@ TEST_P(ReplayTest, DaemonVerdictsMeetMetaExpectations) {
     o.step = std::stoull(m[2]);
     o.state = m[3];
     if (m[4] != "none") {
+      // PATTERN:SEVERITY, as --print-verdicts prints them.
       for (const auto& p : absl::StrSplit(std::string(m[4]), ',')) {
-        o.patterns.insert(std::string(p));
+        const std::vector<std::string> parts = absl::StrSplit(p, ':');
+        o.patterns.insert(parts[0]);
+        EXPECT_EQ(parts.size(), 2u) << text;
+        if (parts.size() == 2) {
+          o.Raise(parts[0], parts[1]);
+        }
       }
     }
     timeline.push_back(std::move(o));

@@ -329,7 +329,7 @@ TEST(DetectorTest, AttentionCollapseWhenALayersHeadsGoOneHot) {
   }
   bool found = false;
   for (const auto& an : a.ActiveAnomalies()) {
-    if (an.pattern() == v1::ENTROPY_COLLAPSE && an.subject() == "attention") {
+    if (an.pattern() == v1::ENTROPY_COLLAPSE && an.subject() == "layer 1") {
       found = true;
       EXPECT_NE(an.reason().find("layer 1"), std::string::npos) << an.reason();
     }

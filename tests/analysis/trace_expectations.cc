@@ -3,6 +3,7 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 
@@ -36,7 +37,53 @@ double Number(const Struct& meta, const std::string& key) {
   return it == meta.fields().end() ? -1 : it->second.number_value();
 }
 
+// An INFO event longer than this many consecutive steps is not "short".
+constexpr int kMaxInfoSteps = 6;
+
+int Rank(const std::string& severity) {
+  if (severity == "CRITICAL") {
+    return 3;
+  }
+  if (severity == "WARNING") {
+    return 2;
+  }
+  return severity == "INFO" ? 1 : 0;
+}
+
+// Checks a quiet stretch: NORMAL or WARMUP, no warning or critical anomaly,
+// INFO events no longer than kMaxInfoSteps steps.
+void ExpectQuiet(const std::string& name, const std::vector<Observed>& timeline, uint64_t before,
+                 const char* where) {
+  int info_run = 0;
+  for (const auto& o : timeline) {
+    if (o.step >= before) {
+      break;
+    }
+    // "-": acknowledged before any step of the run was finalized (the first
+    // rank of a multi-rank step).
+    EXPECT_TRUE(o.state == "WARMUP" || o.state == "NORMAL" || o.state == "-")
+        << name << " step " << o.step << where << ": " << o.state;
+    bool info = false;
+    for (const auto& p : o.patterns) {
+      auto it = o.severities.find(p);
+      const std::string severity = it == o.severities.end() ? "UNKNOWN" : it->second;
+      EXPECT_EQ(severity, "INFO") << name << " step " << o.step << where << ": " << p;
+      info = true;
+    }
+    info_run = info ? info_run + 1 : 0;
+    EXPECT_LE(info_run, kMaxInfoSteps) << name << " step " << o.step << where
+                                       << ": an INFO event lasting " << info_run << " steps";
+  }
+}
+
 }  // namespace
+
+void Observed::Raise(const std::string& pattern, const std::string& severity) {
+  auto [it, inserted] = severities.emplace(pattern, severity);
+  if (!inserted && Rank(severity) > Rank(it->second)) {
+    it->second = severity;
+  }
+}
 
 std::vector<std::string> TraceNames() {
   std::vector<std::string> names;
@@ -71,14 +118,10 @@ void ExpectMeetsMeta(const std::string& name, const std::vector<Observed>& timel
   if (healthy != meta.fields().end() && healthy->second.bool_value()) {
     int judged = 0;
     for (const auto& o : timeline) {
-      if (o.state == "WARMUP") {
-        continue;
-      }
-      ++judged;
-      EXPECT_EQ(o.state, "NORMAL") << name << " step " << o.step;
-      EXPECT_TRUE(o.patterns.empty()) << name << " step " << o.step << ": " << *o.patterns.begin();
+      judged += o.state == "WARMUP" ? 0 : 1;
     }
     EXPECT_GT(judged, 0) << name << " never left WARMUP";
+    ExpectQuiet(name, timeline, UINT64_MAX, "");
     return;
   }
 
@@ -89,18 +132,46 @@ void ExpectMeetsMeta(const std::string& name, const std::vector<Observed>& timel
   const std::set<std::string> states = StringList(meta, "expected_states");
   const std::set<std::string> patterns = StringList(meta, "expected_patterns");
   ASSERT_FALSE(states.empty() && patterns.empty()) << name << ": meta expects nothing";
+  ExpectQuiet(name, timeline, onset, " before onset");
+
+  // Optional: the first anomaly (any severity) at or before this step.
+  if (Number(meta, "max_first_alarm_step") >= 0) {
+    const uint64_t deadline = static_cast<uint64_t>(Number(meta, "max_first_alarm_step"));
+    uint64_t first = UINT64_MAX;
+    for (const auto& o : timeline) {
+      if (o.step >= onset && !o.patterns.empty()) {
+        first = o.step;
+        break;
+      }
+    }
+    EXPECT_LE(first, deadline) << name << ": first alarm after step " << deadline;
+  }
 
   std::set<std::string> seen_states;
   std::set<std::string> seen_patterns;
   for (const auto& o : timeline) {
-    if (o.step < onset) {
-      EXPECT_TRUE(o.state == "WARMUP" || o.state == "NORMAL")
-          << name << " step " << o.step << " before onset: " << o.state;
-      EXPECT_TRUE(o.patterns.empty())
-          << name << " step " << o.step << " before onset: " << *o.patterns.begin();
-    } else if (o.step <= onset + delay) {
+    if (o.step >= onset && o.step <= onset + delay) {
       seen_states.insert(o.state);
       seen_patterns.insert(o.patterns.begin(), o.patterns.end());
+    }
+  }
+  // Optional: the rank a RANK_OUTLIER must name (and the only one).
+  if (Number(meta, "bad_rank") >= 0) {
+    const std::string named =
+        absl::StrCat("RANK_OUTLIER rank ", static_cast<int>(Number(meta, "bad_rank")));
+    bool any_subjects = false;
+    bool named_seen = false;
+    for (const auto& o : timeline) {
+      for (const auto& subject : o.subjects) {
+        any_subjects = true;
+        if (absl::StartsWith(subject, "RANK_OUTLIER ")) {
+          EXPECT_EQ(subject, named) << name << " step " << o.step;
+          named_seen = named_seen || subject == named;
+        }
+      }
+    }
+    if (any_subjects) {
+      EXPECT_TRUE(named_seen) << name << ": " << named << " never active";
     }
   }
   for (const auto& s : states) {

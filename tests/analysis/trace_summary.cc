@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
@@ -41,6 +42,11 @@ v1::StepSummary Summarize(const std::vector<const v1::Report*>& reports,
   int grads = 0;
   // layer -> per-head sums and counts
   std::map<uint32_t, std::pair<std::vector<double>, int>> heads;
+  std::map<uint32_t, double> max_logits;
+  std::map<std::string, std::pair<double, int>> scalar_sums;
+  std::map<uint32_t, v1::RankSummary> ranks;
+  double loss_sum = 0;
+  int losses = 0;
   for (const v1::Report* r : reports) {
     for (const auto& block : r->token_entropies()) {
       const double log_v = block.vocab_size() > 1 ? std::log(block.vocab_size()) : 0;
@@ -65,10 +71,43 @@ v1::StepSummary Summarize(const std::vector<const v1::Report*>& reports,
     }
     if (r->has_scalars()) {
       s.set_has_loss(true);
-      s.set_loss(r->scalars().loss());
+      loss_sum += r->scalars().loss();
+      ++losses;
       s.set_learning_rate(r->scalars().learning_rate());
+      for (const auto& [name, value] : r->scalars().values()) {
+        scalar_sums[name].first += value;
+        ++scalar_sums[name].second;
+      }
     }
+    // Per-rank figures, as the step aggregator keeps them.
+    v1::RankSummary rank;
+    rank.set_rank(r->rank());
+    double rank_sum = 0;
+    for (const auto& block : r->token_entropies()) {
+      for (float h : block.values()) {
+        rank_sum += h;
+      }
+      rank.set_token_count(rank.token_count() + block.values_size());
+    }
+    if (rank.token_count() > 0) {
+      rank.set_entropy_mean(rank_sum / static_cast<double>(rank.token_count()));
+    }
+    if (r->has_grad()) {
+      rank.set_has_grad_norm(true);
+      rank.set_grad_norm(r->grad().global_norm());
+    }
+    if (r->has_scalars()) {
+      rank.set_has_loss(true);
+      rank.set_loss(r->scalars().loss());
+    }
+    ranks[r->rank()] = rank;
     for (const auto& a : r->attention_entropies()) {
+      if (a.has_max_logit()) {
+        auto [it, inserted] = max_logits.emplace(a.layer(), a.max_logit());
+        if (!inserted) {
+          it->second = std::max<double>(it->second, a.max_logit());
+        }
+      }
       auto& [sums, count] = heads[a.layer()];
       sums.resize(std::max<size_t>(sums.size(), a.head_entropy_size()), 0.0);
       for (int h = 0; h < a.head_entropy_size(); ++h) {
@@ -102,6 +141,17 @@ v1::StepSummary Summarize(const std::vector<const v1::Report*>& reports,
     s.set_has_grad_norm(true);
     s.set_grad_norm(grad_sum / grads);
   }
+  if (losses > 0) {
+    s.set_loss(loss_sum / losses);
+  }
+  for (const auto& [name, sum] : scalar_sums) {
+    (*s.mutable_scalars())[name] = sum.first / sum.second;
+  }
+  if (ranks.size() >= 2) {
+    for (const auto& [r, rank] : ranks) {
+      *s.add_ranks() = rank;
+    }
+  }
   for (const auto& [layer, entry] : heads) {
     const auto& [sums, count] = entry;
     v1::LayerSummary* l = s.add_layers();
@@ -118,6 +168,9 @@ v1::StepSummary Summarize(const std::vector<const v1::Report*>& reports,
     }
     l->set_mean_entropy(mean);
     l->set_head_variance(variance / static_cast<double>(sums.size()));
+    if (auto it = max_logits.find(layer); it != max_logits.end()) {
+      l->set_max_logit(it->second);
+    }
   }
   return s;
 }

@@ -33,7 +33,8 @@ TEST_P(TraceTest, MeetsMetaExpectations) {
   ASSERT_FALSE(reports->empty());
   const auto steps = testing::SummarizeSteps(*reports, config->aggregation.high_entropy_threshold);
 
-  RunAnalyzer analyzer(ResolveThresholds(config->analysis, reports->front().run_id()));
+  RunAnalyzer analyzer(ResolveThresholds(config->analysis, reports->front().run_id()),
+                       config->analysis.rules);
   std::vector<Observed> timeline;
   std::string log;
   v1::HealthState previous = analyzer.verdict().state();
@@ -48,6 +49,8 @@ TEST_P(TraceTest, MeetsMetaExpectations) {
     o.state = v1::HealthState_Name(analyzer.verdict().state());
     for (const auto& a : analyzer.ActiveAnomalies()) {
       o.patterns.insert(v1::Pattern_Name(a.pattern()));
+      o.Raise(v1::Pattern_Name(a.pattern()), v1::Severity_Name(a.severity()));
+      o.subjects.insert(absl::StrCat(v1::Pattern_Name(a.pattern()), " ", a.subject()));
     }
     if (verbose) {
       absl::StrAppend(&log, "step ", o.step, ": ", o.state, ": ", analyzer.verdict().reason(),
@@ -57,8 +60,9 @@ TEST_P(TraceTest, MeetsMetaExpectations) {
                       analyzer.verdict().since_step(), ": ", analyzer.verdict().reason(), "\n");
     }
     for (const auto& a : analyzer.NewlyFired()) {
-      absl::StrAppend(&log, "step ", o.step, ": + ", v1::Pattern_Name(a.pattern()), " [",
-                      a.subject(), "] since ", a.since_step(), ": ", a.reason(), "\n");
+      absl::StrAppend(&log, "step ", o.step, ": + ", v1::Pattern_Name(a.pattern()), " ",
+                      v1::Severity_Name(a.severity()), " [", a.subject(), "] since ",
+                      a.since_step(), ": ", a.reason(), "\n");
     }
     for (const auto& p : previous_patterns) {
       if (o.patterns.count(p) == 0) {

@@ -116,11 +116,13 @@ TEST(FormatTest, AckLine) {
   ack.mutable_latest_step()->set_entropy_mean(4.25);
   ack.mutable_latest_step()->set_has_grad_norm(true);
   ack.mutable_latest_step()->set_grad_norm(0.01);
-  ack.add_anomalies()->set_pattern(v1::ENTROPIC_OVERLOAD);
+  v1::Anomaly* overload = ack.add_anomalies();
+  overload->set_pattern(v1::ENTROPIC_OVERLOAD);
+  overload->set_severity(v1::WARNING);
   ack.set_late(true);
   EXPECT_EQ(FormatAckLine("", report, ack),
             "run r rank 3 step 12 (late): state STAGNATION | step 11 entropy_mean 4.2500 "
-            "grad_norm 0.01 | anomalies ENTROPIC_OVERLOAD");
+            "grad_norm 0.01 | anomalies ENTROPIC_OVERLOAD:WARNING");
 }
 
 TEST(FormatTest, CodeNamesAndJson) {

@@ -230,6 +230,91 @@ TEST_F(DaemonTest, EndRunFinalizesAndRefusesLaterReports) {
   EXPECT_TRUE(run->finished());
 }
 
+// A run that settles in a worse regime after an incident stays flagged
+// (baselines frozen, state kept) until EndIncident rebases it; named
+// scalars and max attention logits are exported; a NaN loss is evidence.
+TEST_F(DaemonTest, EndIncidentRebasesARunStuckInAWorseRegime) {
+  StartDaemon("analysis: {baseline: {warmup_steps: 10}}\n");
+  const std::string run = "sticky";
+  uint64_t seq = 0;
+  auto submit = [&](uint64_t step, double entropy, double grad, double loss) {
+    v1::Report r = MakeReport(run, step, ++seq);
+    const double wiggle = std::sin(1.7 * static_cast<double>(step));
+    AddEntropies(&r, std::vector<float>(8, static_cast<float>(entropy + 0.05 * wiggle)), 1000);
+    r.mutable_grad()->set_global_norm(grad * (1 + 0.05 * wiggle));
+    r.mutable_scalars()->set_loss(loss * (1 + 0.02 * wiggle));
+    (*r.mutable_scalars()->mutable_values())["reward"] = 0.5;
+    auto* att = r.add_attention_entropies();
+    att->set_layer(0);
+    att->add_head_entropy(static_cast<float>(2.0 + 0.05 * wiggle));
+    att->add_head_entropy(static_cast<float>(2.5 + 0.03 * std::cos(static_cast<double>(step))));
+    att->set_max_logit(5.0f);
+    v1::Ack ack;
+    EXPECT_TRUE(Submit(*stub_, r, &ack).ok());
+    EXPECT_EQ(ack.code(), 0) << ack.message();
+    return ack;
+  };
+  uint64_t step = 1;
+  for (; step <= 30; ++step) {
+    const v1::Ack healthy = submit(step, 2.0, 1.0, 2.0);
+    EXPECT_TRUE(healthy.anomalies().empty()) << step << ": " << healthy.anomalies(0).reason();
+  }
+  for (; step <= 40; ++step) {
+    submit(step, 1.0, 20.0, 6.0);  // the incident
+  }
+  v1::Ack ack;
+  for (; step <= 80; ++step) {
+    ack = submit(step, 1.5, 1.0, 2.6);  // settles lower entropy, higher loss
+  }
+  const v1::HealthState stuck = ack.verdict().state();
+  EXPECT_NE(stuck, v1::NORMAL) << ack.verdict().reason();
+  EXPECT_NE(stuck, v1::WARMUP);
+  EXPECT_LE(ack.verdict().since_step(), 45u) << "entered during the incident, kept since";
+
+  auto scrape = daemon_->Scrape();
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  const std::string labels = "run=\"" + run + "\"";
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_scalar{name=\"reward\"," + labels + "}"), 0.5);
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_attention_max_logit{layer=\"0\"," + labels + "}"),
+            5.0);
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_health_state{" + labels + ",state=\"" +
+                                     v1::HealthState_Name(stuck) + "\"}"),
+            1);
+
+  // The CLI: entrowatch end-incident RUN --reason TEXT.
+  const CommandResult cli = RunCommand(
+      absl::StrCat(ENTROWATCH_CLI_PATH, " end-incident ", run, " --addr ", daemon_->grpc_address(),
+                   " --reason 'lower entropy expected after the data change'"));
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_THAT(cli.output, HasSubstr("incident ended for run sticky: state NORMAL"));
+  auto rebased = GetRun(*stub_, run);
+  ASSERT_TRUE(rebased.ok()) << rebased.status();
+  EXPECT_EQ(rebased->verdict().state(), v1::NORMAL);
+  EXPECT_TRUE(rebased->anomalies().empty());
+  EXPECT_THAT(rebased->verdict().reason(), HasSubstr("lower entropy expected"));
+  scrape = daemon_->Scrape();
+  ASSERT_TRUE(scrape.ok());
+  EXPECT_EQ(MetricValue(*scrape, "entrowatch_health_state{" + labels + ",state=\"NORMAL\"}"), 1);
+
+  // The new regime is learned: it stays NORMAL.
+  for (; step <= 120; ++step) {
+    ack = submit(step, 1.5, 1.0, 2.6);
+    EXPECT_EQ(ack.verdict().state(), v1::NORMAL) << step << ": " << ack.verdict().reason();
+    EXPECT_TRUE(ack.anomalies().empty()) << step << ": " << ack.anomalies(0).reason();
+  }
+  // A diverged step is accepted and raises NON_FINITE at once.
+  ack = submit(step, 1.5, 1.0, std::numeric_limits<double>::quiet_NaN());
+  ASSERT_EQ(ack.anomalies_size(), 1);
+  EXPECT_EQ(ack.anomalies(0).pattern(), v1::NON_FINITE);
+  EXPECT_EQ(ack.anomalies(0).severity(), v1::CRITICAL);
+
+  grpc::ClientContext unknown_ctx;
+  v1::EndIncidentRequest req;
+  req.set_run_id("nobody");
+  v1::EndIncidentResponse resp;
+  EXPECT_EQ(stub_->EndIncident(&unknown_ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(DaemonTest, UnknownRunIsNotFound) {
   StartDaemon();
   auto run = GetRun(*stub_, "nobody");

@@ -1,5 +1,7 @@
 #include "ingest/validate.h"
 
+#include <cmath>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ingest/validation_cases.h"
@@ -31,6 +33,23 @@ TEST(ValidateTest, ProtoZerosMeanNotGiven) {
 TEST(ValidateTest, EntropyAtLogVocabWithFloatRoundingIsAccepted) {
   v1::Report r = testing::MakeReport("bound", 1, 1);
   testing::AddEntropies(&r, {static_cast<float>(std::log(16.0))}, 16);
+  EXPECT_TRUE(ValidateReport(r, Limits()).ok());
+}
+
+// A diverged step is evidence (NON_FINITE), not garbage: NaN and +Inf loss
+// and grad norm are accepted, as are valid named scalars and max logits.
+TEST(ValidateTest, NonFiniteLossAndGradNormAreEvidence) {
+  for (double bad : {std::nan(""), HUGE_VAL}) {
+    v1::Report r = testing::ValidBaseReport();
+    r.mutable_scalars()->set_loss(bad);
+    r.mutable_grad()->set_global_norm(bad);
+    EXPECT_TRUE(ValidateReport(r, Limits()).ok()) << bad;
+  }
+  v1::Report r = testing::ValidBaseReport();
+  r.mutable_scalars()->set_loss(-HUGE_VAL);
+  (*r.mutable_scalars()->mutable_values())["critic/rewards/mean"] = 0.5;
+  (*r.mutable_scalars()->mutable_values())["actor:ppo_kl-1.x"] = -0.01;
+  r.mutable_attention_entropies(0)->set_max_logit(12.5f);
   EXPECT_TRUE(ValidateReport(r, Limits()).ok());
 }
 

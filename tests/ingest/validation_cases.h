@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/report_builder.h"
 
 namespace entrowatch::testing {
@@ -178,18 +179,31 @@ inline std::vector<ValidationCase> ValidationCases() {
        [inf](v1::Report* r) { r->mutable_attention_entropies(0)->set_head_entropy(0, inf); },
        "attention_entropies[0].head_entropy[0]"},
       {"NegativeGradNorm", [](v1::Report* r) { r->mutable_grad()->set_global_norm(-1); },
-       "grad.global_norm: must be finite and >= 0, got -1"},
-      {"NanGradNorm", [nan](v1::Report* r) { r->mutable_grad()->set_global_norm(nan); },
-       "grad.global_norm"},
-      {"InfiniteGradNorm", [inf](v1::Report* r) { r->mutable_grad()->set_global_norm(inf); },
-       "grad.global_norm: must be finite and >= 0, got inf"},
+       "grad.global_norm: must be >= 0 (or NaN/+Inf), got -1"},
+      {"NegativeInfiniteGradNorm",
+       [inf](v1::Report* r) { r->mutable_grad()->set_global_norm(-inf); },
+       "grad.global_norm: must be >= 0 (or NaN/+Inf), got -inf"},
       {"NegativeLayerNorm",
        [](v1::Report* r) { (*r->mutable_grad()->mutable_layer_norms())["h.0"] = -2; },
        "grad.layer_norms[h.0]: must be finite and >= 0"},
       {"EmptyLayerName", [](v1::Report* r) { (*r->mutable_grad()->mutable_layer_norms())[""] = 1; },
        "grad.layer_norms: empty layer name"},
-      {"NanLoss", [nan](v1::Report* r) { r->mutable_scalars()->set_loss(nan); },
-       "scalars.loss: must be finite"},
+      {"BadScalarName",
+       [](v1::Report* r) { (*r->mutable_scalars()->mutable_values())["re ward"] = 1; },
+       "scalars.values: name 're ward' must be 1-128 characters from A-Z a-z 0-9 _ . / : -"},
+      {"NanNamedScalar",
+       [nan](v1::Report* r) { (*r->mutable_scalars()->mutable_values())["kl"] = nan; },
+       "scalars.values[kl]: must be finite, got nan"},
+      {"TooManyNamedScalars",
+       [](v1::Report* r) {
+         for (int i = 0; i < 65; ++i) {
+           (*r->mutable_scalars()->mutable_values())[absl::StrCat("s", i)] = i;
+         }
+       },
+       "scalars.values: 65 named scalars, at most 64"},
+      {"InfiniteMaxLogit",
+       [inf](v1::Report* r) { r->mutable_attention_entropies(0)->set_max_logit(inf); },
+       "attention_entropies[0].max_logit: must be finite, got inf"},
       {"NegativeLearningRate", [](v1::Report* r) { r->mutable_scalars()->set_learning_rate(-0.1); },
        "scalars.learning_rate"},
       {"TooManyRows", [](v1::Report* r) { AddEntropies(r, std::vector<float>(7, 0.5f), 16); },

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,42 +18,7 @@ namespace {
 
 namespace v1 = ::entrowatch::v1;
 
-constexpr int kTrain = 0;
-constexpr int kEval = 1;
-constexpr int kRollout = 2;
-// Bounds the rolling attention series a run keeps, whatever layer numbers a
-// client sends.
-constexpr size_t kMaxAttentionSeries = 1 << 14;
-// Subjects named in one reason; the rest are counted.
-constexpr size_t kMaxNamedSubjects = 4;
-
-int PhaseIndex(v1::Phase phase) {
-  switch (phase) {
-    case v1::EVAL:
-      return kEval;
-    case v1::ROLLOUT:
-      return kRollout;
-    default:
-      return kTrain;
-  }
-}
-
-const char* PhaseName(int index) {
-  static constexpr const char* kNames[] = {"TRAIN", "EVAL", "ROLLOUT"};
-  return kNames[index];
-}
-
-std::string Num(double v) { return absl::StrFormat("%.4g", v); }
-
-v1::Evidence MakeEvidence(absl::string_view signal, double value, double threshold,
-                          absl::string_view comparison) {
-  v1::Evidence e;
-  e.set_signal(std::string(signal));
-  e.set_value(value);
-  e.set_threshold(threshold);
-  e.set_comparison(std::string(comparison));
-  return e;
-}
+std::string Num(double v) { return FormatNumber(v); }
 
 v1::Severity ToProto(config::AnomalySeverity s) {
   switch (s) {
@@ -108,49 +74,37 @@ const char* PatternAction(v1::Pattern pattern) {
     case v1::GENERATED_ENTROPY_SPIKE:
       return "The policy is guessing on these rollouts (hallucination risk): inspect them and "
              "their prompts and rewards.";
+    case v1::NON_FINITE:
+      return "Stop or roll back to the last good checkpoint; check the learning rate, loss "
+             "scaling (fp16) and the batch of this step for bad values.";
+    case v1::GRAD_NORM_SPIKE:
+      return "If it persists: lower the learning rate or tighten gradient clipping; inspect the "
+             "batches of these steps. An isolated spike the run absorbs needs nothing.";
+    case v1::LOSS_SPIKE:
+      return "Inspect the batches of these steps (corrupted or out-of-distribution data); if it "
+             "persists, roll back and skip them or lower the learning rate.";
+    case v1::ATTENTION_LOGIT_GROWTH:
+      return "Attention logits grow without bound (entropy collapse follows): add QK-norm or "
+             "QK-clip, lower the learning rate.";
+    case v1::REWARD_HACKING:
+      return "The policy exploits the reward while its entropy collapses: inspect the rollouts, "
+             "fix the reward, add an entropy bonus or a stronger KL penalty.";
+    case v1::KL_EXPLOSION:
+      return "The policy runs away from the reference: raise the KL coefficient, lower the "
+             "learning rate, check the reward scale.";
+    case v1::RANK_OUTLIER:
+      return "Inspect this rank's data shard and device: a bad shard or a faulty GPU that the "
+             "pooled statistics hide.";
+    case v1::SIGNAL_RULE:
+      return "A configured rule on a named scalar holds: see the rule's reason.";
     default:
       return "None.";
   }
 }
 
-// Normalized entropy of a step when the vocabulary was known (the aggregator
-// leaves it 0 otherwise, which cannot be told from a true zero unless the
-// raw entropy is zero too).
-bool NormalizedEntropy(const v1::StepSummary& step, double* out) {
-  if (step.normalized_entropy_mean() > 0 || step.entropy_mean() <= 0) {
-    *out = step.normalized_entropy_mean();
-    return true;
-  }
-  return false;
-}
-
-bool UsableGradNorm(const v1::StepSummary& step) {
-  return step.has_grad_norm() && step.grad_norm() > 0 && std::isfinite(step.grad_norm());
-}
-
-// Median of a non-empty sample (mean of the middle two for an even size).
-double Median(std::vector<double> values) {
-  const size_t mid = values.size() / 2;
-  std::nth_element(values.begin(), values.begin() + mid, values.end());
-  if (values.size() % 2 == 1) {
-    return values[mid];
-  }
-  const double upper = values[mid];
-  return (upper + *std::max_element(values.begin(), values.begin() + mid)) / 2;
-}
-
 // Standard error of the median of n values in units of sigma, at most 1.
 double MedianError(size_t n) {
   return std::min(1.0, std::sqrt(M_PI / (2.0 * static_cast<double>(n))));
-}
-
-std::string NameSubjects(const std::vector<std::string>& subjects) {
-  if (subjects.size() <= kMaxNamedSubjects) {
-    return absl::StrJoin(subjects, ", ");
-  }
-  std::vector<std::string> named(subjects.begin(), subjects.begin() + kMaxNamedSubjects);
-  return absl::StrCat(absl::StrJoin(named, ", "), " and ", subjects.size() - kMaxNamedSubjects,
-                      " more");
 }
 
 }  // namespace
@@ -165,14 +119,17 @@ RunThresholds ResolveThresholds(const config::AnalysisConfig& cfg, absl::string_
   return RunThresholds{"", cfg.base};
 }
 
-RunAnalyzer::RunAnalyzer(RunThresholds thresholds) : thresholds_(std::move(thresholds)) {
+RunAnalyzer::RunAnalyzer(RunThresholds thresholds, std::vector<config::SignalRule> rules)
+    : thresholds_(std::move(thresholds)), rules_(std::move(rules)), detectors_(MakeDetectors()) {
   verdict_.set_state(v1::WARMUP);
   verdict_.set_reason("warming up: no step observed yet");
   verdict_.set_recommended_action(StateAction(v1::WARMUP));
 }
 
-void RunAnalyzer::UpdateThresholds(RunThresholds thresholds) {
+void RunAnalyzer::UpdateThresholds(RunThresholds thresholds,
+                                   std::vector<config::SignalRule> rules) {
   thresholds_ = std::move(thresholds);
+  rules_ = std::move(rules);
 }
 
 BaselineParams RunAnalyzer::Params() const {
@@ -183,17 +140,38 @@ BaselineParams RunAnalyzer::Params() const {
 void RunAnalyzer::Observe(const v1::StepSummary& step) {
   newly_fired_.clear();
   ++steps_observed_;
-  const int index = PhaseIndex(step.phase());
-  PhaseState& phase = phases_[index];
+  const int index = PhaseIndexOf(step.phase());
+  PhaseBaselines& phase = baselines_[index];
   const BaselineParams params = Params();
   const auto& t = thresholds_.values;
   const bool has_tokens = step.token_count() > 0 && std::isfinite(step.entropy_mean());
   const bool tokens_warm = has_tokens && phase.entropy.warm(params);
   const bool attention_warm = steps_observed_ > t.warmup_steps;
 
+  // Detectors see the baselines as they were before this step.
+  const StepContext ctx{step,   index,       phase,          t,      rules_,
+                        params, tokens_warm, attention_warm, frozen_};
+  bool extreme = false;
+  bool grad_extreme = false;
+  std::vector<Finding> findings;
+  for (auto& detector : detectors_) {
+    findings.clear();
+    detector->Observe(ctx, &findings);
+    for (Finding& f : findings) {
+      if (f.outcome == Outcome::kTrue && f.extreme) {
+        extreme = true;
+        grad_extreme = grad_extreme || detector->pattern() == v1::GRAD_NORM_SPIKE ||
+                       (detector->pattern() == v1::NON_FINITE && step.has_grad_norm() &&
+                        !std::isfinite(step.grad_norm()));
+      }
+      const config::DetectorCommon& common = detector->common(ctx, f.subject);
+      Apply(detector->pattern(), common, step.step(), std::move(f));
+    }
+  }
+
   verdict_.set_step(step.step());
-  if (index != kEval && has_tokens) {
-    PhaseState::Recent recent;
+  if (index != kEvalPhase && has_tokens) {
+    Recent recent;
     recent.entropy = step.entropy_mean();
     double normalized = 0;
     if (NormalizedEntropy(step, &normalized)) {
@@ -201,61 +179,111 @@ void RunAnalyzer::Observe(const v1::StepSummary& step) {
     }
     recent.has_grad = UsableGradNorm(step);
     recent.log_grad = recent.has_grad ? std::log(step.grad_norm()) : 0;
-    phase.recent.push_back(recent);
-    while (phase.recent.size() > static_cast<size_t>(t.states.smoothing_steps)) {
-      phase.recent.pop_front();
+    recent.has_loss = UsableLoss(step);
+    recent.loss = recent.has_loss ? step.loss() : 0;
+    auto& recents = recent_[index];
+    recents.push_back(recent);
+    while (recents.size() > static_cast<size_t>(t.states.smoothing_steps)) {
+      recents.pop_front();
     }
     if (!tokens_warm) {
       if (verdict_.state() == v1::WARMUP) {
         verdict_.set_reason(absl::StrCat("warming up: ", phase.entropy.count(), " of ",
-                                         t.warmup_steps, " ", PhaseName(index),
+                                         t.warmup_steps, " ", PhaseIndexName(index),
                                          " steps in the baseline"));
       }
     } else {
-      AdvanceState(step, Classify(step, phase));
+      AdvanceState(step, Classify(step, index, grad_extreme));
     }
   }
 
-  const std::string token_subject = absl::StrCat("token ", PhaseName(index));
-  Apply(v1::ENTROPY_COLLAPSE, token_subject, t.entropy_collapse.common, step.step(),
-        tokens_warm ? TokenCollapse(step, phase) : Finding{});
-  Apply(v1::ENTROPY_COLLAPSE, "attention", t.entropy_collapse.common, step.step(),
-        attention_warm ? AttentionCollapse(step) : Finding{});
-  Apply(v1::ENTROPIC_OVERLOAD, token_subject, t.entropic_overload.common, step.step(),
-        tokens_warm ? Overload(step, phase) : Finding{});
-  Apply(v1::ENTROPY_DRIFT, token_subject, t.entropy_drift.common, step.step(),
-        tokens_warm ? Drift(step, phase) : Finding{});
-  // Locking keeps its rolling windows filling during warm-up.
-  Finding locking = Locking(step);
-  Apply(v1::ATTENTION_LOCKING, "attention", t.attention_locking.common, step.step(),
-        attention_warm ? std::move(locking) : Finding{});
-  Apply(v1::HEAD_REDUNDANCY, "attention", t.head_redundancy.common, step.step(),
-        attention_warm ? HeadRedundancy(step) : Finding{});
-  Apply(v1::FLAT_LAYER_PROFILE, "attention", t.flat_layer_profile.common, step.step(),
-        attention_warm ? FlatProfile(step) : Finding{});
-  Apply(v1::GENERATED_ENTROPY_SPIKE, "generated ROLLOUT", t.generated_entropy_spike.common,
-        step.step(), GeneratedSpike(step, phase));
-
-  if (has_tokens) {
+  // Learn from this step unless an incident is (or just became) active.
+  // A baseline still in its warm-up keeps learning (a frozen cold baseline
+  // would keep the run in WARMUP for as long as the incident lasts).
+  const bool learn = !frozen_ && !extreme && !IncidentActive();
+  auto may_learn = [&](const EwBaseline& b) { return learn || !b.warm(params); };
+  if (has_tokens && may_learn(phase.entropy)) {
     phase.entropy.Update(step.entropy_mean(), params);
+  }
+  if (has_tokens) {
     phase.entropy_baseline_history.push_back(phase.entropy.mean());
     while (phase.entropy_baseline_history.size() >
            static_cast<size_t>(t.entropy_collapse.window_steps)) {
       phase.entropy_baseline_history.pop_front();
     }
   }
-  if (UsableGradNorm(step)) {
+  if (UsableGradNorm(step) && may_learn(phase.log_grad_norm)) {
     phase.log_grad_norm.Update(std::log(step.grad_norm()), params);
   }
-  if (index == kRollout &&
+  if (UsableLoss(step) && may_learn(phase.loss)) {
+    phase.loss.Update(step.loss(), params);
+  }
+  if (step.learning_rate() > 0 && std::isfinite(step.learning_rate()) &&
+      may_learn(phase.learning_rate)) {
+    phase.learning_rate.Update(step.learning_rate(), params);
+  }
+  if (index == kRolloutPhase &&
       step.generated_token_count() >= static_cast<uint64_t>(t.generated_entropy_spike.min_tokens) &&
-      std::isfinite(step.generated_entropy_mean())) {
+      std::isfinite(step.generated_entropy_mean()) && may_learn(phase.generated)) {
     phase.generated.Update(step.generated_entropy_mean(), params);
+  }
+
+  frozen_ = IncidentActive();
+  frozen_steps_ = frozen_ ? frozen_steps_ + 1 : 0;
+  if (frozen_ && t.incidents.relearn_steps > 0 && frozen_steps_ >= t.incidents.relearn_steps) {
+    Rebase(absl::StrCat("the run stayed ", frozen_steps_,
+                        " steps outside its pre-incident band (analysis.incidents.relearn_steps): "
+                        "its regime is accepted"));
   }
 }
 
-RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
-                                             const PhaseState& phase) const {
+bool RunAnalyzer::IncidentActive() const {
+  const v1::HealthState state = verdict_.state();
+  if (state != v1::WARMUP && state != v1::NORMAL) {
+    return true;
+  }
+  for (const auto& [key, track] : tracks_) {
+    if (track.active && track.anomaly.severity() >= v1::WARNING) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void RunAnalyzer::EndIncident(absl::string_view reason) {
+  Rebase(absl::StrCat("incident ended by EndIncident",
+                      reason.empty() ? std::string() : absl::StrCat(" (", reason, ")")));
+}
+
+void RunAnalyzer::Rebase(const std::string& why) {
+  baselines_ = {};
+  for (auto& r : recent_) {
+    r.clear();
+  }
+  for (auto& detector : detectors_) {
+    detector->Rebase();
+  }
+  tracks_.clear();
+  steps_observed_ = 0;
+  frozen_ = false;
+  frozen_steps_ = 0;
+  same_state_ = v1::NORMAL;
+  same_length_ = 0;
+  abnormal_run_.clear();
+  away_length_ = 0;
+  if (verdict_.state() != v1::WARMUP) {
+    verdict_.set_state(v1::NORMAL);
+    verdict_.set_since_step(verdict_.step());
+  }
+  verdict_.clear_evidence();
+  verdict_.set_reason(absl::StrCat("at step ", verdict_.step(), " ", why,
+                                   "; the baselines relearn from the next step"));
+  verdict_.set_recommended_action(StateAction(verdict_.state()));
+}
+
+RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step, int index,
+                                             bool grad_extreme) const {
+  const PhaseBaselines& phase = baselines_[index];
   enum class Level { kLow, kMid, kHigh };
   const auto& s = thresholds_.values.states;
   const BaselineParams params = Params();
@@ -268,7 +296,11 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
   std::vector<double> normalizeds;
   std::vector<double> log_grads;
   bool normalized_known = true;
-  for (const auto& r : phase.recent) {
+  std::vector<double> losses;
+  for (const auto& r : recent_[index]) {
+    if (r.has_loss) {
+      losses.push_back(r.loss);
+    }
     entropies.push_back(r.entropy);
     normalizeds.push_back(r.normalized);
     normalized_known = normalized_known && r.normalized >= 0;
@@ -282,7 +314,7 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
                            (phase.entropy.sigma(params) * MedianError(entropies.size()));
 
   const bool has_grad = UsableGradNorm(step);
-  const bool grad_judged = has_grad && !log_grads.empty() && phase.log_grad_norm.warm(params);
+  bool grad_judged = has_grad && !log_grads.empty() && phase.log_grad_norm.warm(params);
   double grad_z = 0;
   double grad_norm = 0;
   if (grad_judged) {
@@ -290,6 +322,33 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
     grad_norm = std::exp(log_grad);
     grad_z = (log_grad - phase.log_grad_norm.mean()) /
              (phase.log_grad_norm.sigma(params) * MedianError(log_grads.size()));
+    // Extreme single-step evidence enters without smoothing: the state can
+    // follow a grad-norm spike within enter_steps steps.
+    const double raw_z = phase.log_grad_norm.ZScore(std::log(step.grad_norm()), params);
+    if (grad_extreme && raw_z > grad_z) {
+      grad_z = raw_z;
+      grad_norm = step.grad_norm();
+      c.used_extreme = true;
+    }
+    c.raw_out = std::abs(raw_z) >= s.grad_norm_z;
+  }
+  c.raw_out = c.raw_out || grad_extreme ||
+              std::abs(phase.entropy.ZScore(step.entropy_mean(), params)) >= s.entropy_z;
+  if (grad_extreme && step.has_grad_norm() && !std::isfinite(step.grad_norm())) {
+    c.used_extreme = true;
+    grad_judged = true;
+    grad_z = std::numeric_limits<double>::infinity();
+    grad_norm = step.grad_norm();
+  }
+  // The loss band: a run leaves a state only with its median loss back
+  // within loss_band_z sigmas above the (pre-incident) loss baseline.
+  if (!losses.empty() && phase.loss.warm(params)) {
+    const double loss = Median(losses);
+    const double band = phase.loss.mean() + thresholds_.values.incidents.loss_band_z *
+                                                phase.loss.sigma(params) *
+                                                MedianError(losses.size());
+    c.loss_in_band = std::isfinite(loss) && loss <= band;
+    c.loss_text = absl::StrCat("loss ", Num(loss), " vs pre-incident band <= ", Num(band));
   }
 
   // Joint evidence: when the two z-scores together are far out (their
@@ -350,6 +409,11 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
       has_grad ? absl::StrCat("grad norm ", Num(grad_norm), " (log z ", Num(grad_z), ")")
                : std::string("no grad norm");
 
+  // A collapsed learning rate (a step change, not a schedule: cosine decay
+  // stays far above lr_collapse_ratio of its recent mean) stops learning.
+  const bool lr_collapsed =
+      s.lr_collapse_ratio > 0 && step.learning_rate() > 0 && phase.learning_rate.warm(params) &&
+      step.learning_rate() <= s.lr_collapse_ratio * phase.learning_rate.mean();
   // An absolute entropy bound is decisive on its own: near-zero entropy with
   // ordinary updates is the comfort zone, near-uniform entropy with ordinary
   // updates is stagnation. A high grad norm still turns them into the
@@ -364,6 +428,15 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
     c.state = v1::COMFORT_ZONE;
     c.reason = absl::StrCat("low entropy with ", grad == Level::kLow ? "low" : "ordinary",
                             " grad norm: ", entropy_text, ", ", grad_text);
+  } else if (lr_collapsed && entropy_level != Level::kLow && grad != Level::kHigh) {
+    c.state = v1::STAGNATION;
+    c.reason = absl::StrCat("learning rate ", Num(step.learning_rate()), " is ",
+                            Num(step.learning_rate() / phase.learning_rate.mean()),
+                            "x its baseline ", Num(phase.learning_rate.mean()),
+                            ": the model barely updates; ", entropy_text, ", ", grad_text);
+    c.evidence.push_back(MakeEvidence("learning_rate_ratio",
+                                      step.learning_rate() / phase.learning_rate.mean(),
+                                      s.lr_collapse_ratio, "<="));
   } else if (entropy_level == Level::kHigh && (grad == Level::kLow || entropy_absolute)) {
     c.state = v1::STAGNATION;
     c.reason = absl::StrCat("high entropy with ", grad == Level::kLow ? "low" : "ordinary",
@@ -374,6 +447,19 @@ RunAnalyzer::Candidate RunAnalyzer::Classify(const v1::StepSummary& step,
     c.reason = absl::StrCat("entropy and grad norm within their baselines: ", entropy_text, ", ",
                             grad_text);
   }
+  c.in_band =
+      entropy_level == Level::kMid && grad == Level::kMid && c.loss_in_band && !lr_collapsed;
+  if (entropy_level != Level::kMid || grad != Level::kMid) {
+    c.band_text = absl::StrCat(entropy_text, ", ", grad_text);
+  } else if (!c.loss_in_band) {
+    c.band_text = c.loss_text;
+  }
+  return c;
+}
+
+RunAnalyzer::Candidate RunAnalyzer::NormalBecause(std::string reason) {
+  Candidate c;
+  c.reason = std::move(reason);
   return c;
 }
 
@@ -419,7 +505,13 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
     return;
   }
   if (current == v1::NORMAL) {
-    if (abnormal_run_.size() >= static_cast<size_t>(s.enter_steps)) {
+    // A run that needed this step's extreme value to look abnormal enters
+    // only while its own values are still out: a blip the run absorbed at
+    // once does not become a state through the lag of the median.
+    const bool lag_only =
+        !candidate.raw_out && std::any_of(abnormal_run_.begin(), abnormal_run_.end(),
+                                          [](const Candidate& c) { return c.used_extreme; });
+    if (abnormal_run_.size() >= static_cast<size_t>(s.enter_steps) && !lag_only) {
       // Abnormal steps whose exact state wavers (entropy on either side of
       // its baseline under a grad-norm explosion) still enter: the most
       // frequent state of the run, the newest on a tie.
@@ -437,11 +529,9 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
       describe(*chosen);
       return;
     }
-    describe(
-        Candidate{v1::NORMAL,
-                  absl::StrCat("within baselines (", abnormal_run_.size(), " of ", s.enter_steps,
-                               " abnormal steps needed to change state): ", candidate.reason),
-                  {}});
+    describe(NormalBecause(
+        absl::StrCat("within baselines (", abnormal_run_.size(), " of ", s.enter_steps,
+                     " abnormal steps needed to change state): ", candidate.reason)));
     return;
   }
   if (candidate.state != v1::NORMAL && same_length_ >= s.enter_steps) {
@@ -449,309 +539,32 @@ void RunAnalyzer::AdvanceState(const v1::StepSummary& step, Candidate candidate)
     describe(candidate);
     return;
   }
+  // Sticky: only a step back inside the pre-incident band (a NORMAL
+  // candidate, against frozen baselines, with the loss in its band) counts
+  // towards leaving; another abnormal candidate or a worse loss does not.
+  if (candidate.state != v1::NORMAL || !candidate.in_band) {
+    away_length_ = 0;
+    if (candidate.state == v1::NORMAL) {
+      verdict_.set_reason(absl::StrCat(
+          "still ", v1::HealthState_Name(current), ": settled outside the pre-incident band (",
+          candidate.band_text,
+          "); `entrowatch end-incident` or analysis.incidents.relearn_steps accepts the new "
+          "regime"));
+    }
+    return;
+  }
   ++away_length_;
   if (away_length_ >= s.exit_steps) {
     enter(v1::NORMAL, step.step());
-    describe(Candidate{v1::NORMAL,
-                       absl::StrCat("recovered: ", s.exit_steps, " steps without ",
-                                    v1::HealthState_Name(current), "; ", candidate.reason),
-                       {}});
+    describe(NormalBecause(absl::StrCat("recovered: ", s.exit_steps,
+                                        " steps back inside the pre-incident band after ",
+                                        v1::HealthState_Name(current), "; ", candidate.reason)));
   }
 }
 
-RunAnalyzer::Finding RunAnalyzer::TokenCollapse(const v1::StepSummary& step,
-                                                const PhaseState& phase) const {
-  const auto& c = thresholds_.values.entropy_collapse;
-  Finding f;
-  f.outcome = Outcome::kFalse;
-  double normalized = 0;
-  if (NormalizedEntropy(step, &normalized) && normalized <= c.normalized_floor) {
-    f.outcome = Outcome::kTrue;
-    f.reason = absl::StrCat("normalized token entropy ", Num(normalized), " <= floor ",
-                            Num(c.normalized_floor));
-    f.evidence.push_back(
-        MakeEvidence("normalized_entropy_mean", normalized, c.normalized_floor, "<="));
-    return f;
-  }
-  const auto& history = phase.entropy_baseline_history;
-  if (history.size() >= static_cast<size_t>(c.window_steps) && history.front() > 0) {
-    const double reference = history.front();
-    const double drop = (reference - step.entropy_mean()) / reference;
-    if (drop >= c.relative_drop) {
-      f.outcome = Outcome::kTrue;
-      f.reason = absl::StrCat("token entropy ", Num(step.entropy_mean()), " nats is ",
-                              Num(100 * drop), "% below the baseline of ", history.size(),
-                              " steps ago (", Num(reference), " nats)");
-      f.evidence.push_back(
-          MakeEvidence("token_entropy_relative_drop", drop, c.relative_drop, ">="));
-      f.evidence.push_back(
-          MakeEvidence("token_entropy_mean_nats", step.entropy_mean(), reference, "baseline"));
-    }
-  }
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::AttentionCollapse(const v1::StepSummary& step) const {
-  const auto& c = thresholds_.values.entropy_collapse;
-  Finding f;
-  std::vector<std::string> collapsed_layers;
-  double largest_fraction = 0;
-  for (const auto& layer : step.layers()) {
-    if (layer.head_mean_entropy_size() == 0) {
-      continue;
-    }
-    f.outcome = Outcome::kFalse;
-    int collapsed = 0;
-    for (double h : layer.head_mean_entropy()) {
-      collapsed += h <= c.attention_floor_nats ? 1 : 0;
-    }
-    const double fraction = static_cast<double>(collapsed) / layer.head_mean_entropy_size();
-    if (fraction >= c.attention_head_fraction) {
-      largest_fraction = std::max(largest_fraction, fraction);
-      collapsed_layers.push_back(absl::StrCat("layer ", layer.layer(), " (", collapsed, " of ",
-                                              layer.head_mean_entropy_size(), " heads)"));
-    }
-  }
-  if (!collapsed_layers.empty()) {
-    f.outcome = Outcome::kTrue;
-    f.reason =
-        absl::StrCat("attention heads near one-hot (at or below ", Num(c.attention_floor_nats),
-                     " nats): ", NameSubjects(collapsed_layers));
-    f.evidence.push_back(MakeEvidence("attention_heads_near_one_hot_fraction", largest_fraction,
-                                      c.attention_head_fraction, ">="));
-  }
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::Overload(const v1::StepSummary& step,
-                                           const PhaseState& phase) const {
-  const auto& c = thresholds_.values.entropic_overload;
-  Finding f;
-  f.outcome = Outcome::kFalse;
-  double normalized = 0;
-  if (NormalizedEntropy(step, &normalized) && step.entropy_mean() > 0) {
-    const double p10_normalized = step.entropy_p10() * normalized / step.entropy_mean();
-    if (normalized >= c.normalized_ceiling && p10_normalized >= c.p10_normalized_ceiling) {
-      f.outcome = Outcome::kTrue;
-      f.reason = absl::StrCat("token entropy uniformly high: normalized mean ", Num(normalized),
-                              " >= ", Num(c.normalized_ceiling), ", normalized p10 ",
-                              Num(p10_normalized), " >= ", Num(c.p10_normalized_ceiling));
-      f.evidence.push_back(
-          MakeEvidence("normalized_entropy_mean", normalized, c.normalized_ceiling, ">="));
-      f.evidence.push_back(
-          MakeEvidence("normalized_entropy_p10", p10_normalized, c.p10_normalized_ceiling, ">="));
-      return f;
-    }
-  }
-  const double z = phase.entropy.ZScore(step.entropy_mean(), Params());
-  if (z >= c.z) {
-    f.outcome = Outcome::kTrue;
-    f.reason = absl::StrCat("token entropy ", Num(step.entropy_mean()), " nats is ", Num(z),
-                            " sigmas above its baseline ", Num(phase.entropy.mean()));
-    f.evidence.push_back(MakeEvidence("token_entropy_mean_z", z, c.z, "z>="));
-  }
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::Drift(const v1::StepSummary& step, PhaseState& phase) {
-  const auto& c = thresholds_.values.entropy_drift;
-  const int index = PhaseIndex(step.phase());
-  const config::DriftDirection direction =
-      index == kEval ? c.eval : (index == kRollout ? c.rollout : c.train);
-  Finding f;
-  f.outcome = Outcome::kFalse;
-  if (direction == config::DriftDirection::kNone) {
-    return f;
-  }
-  // Page-Hinkley on the step mean, in units of the baseline's sigma, against
-  // the plain mean since the last alarm (which, unlike the moving baseline,
-  // does not follow a slow trend).
-  const double x = step.entropy_mean();
-  ++phase.drift_count;
-  phase.drift_mean += (x - phase.drift_mean) / static_cast<double>(phase.drift_count);
-  const double u =
-      std::clamp((x - phase.drift_mean) / phase.entropy.sigma(Params()), -c.clip_z, c.clip_z);
-  phase.drift_up += u - c.delta;
-  phase.drift_up_min = std::min(phase.drift_up_min, phase.drift_up);
-  phase.drift_down += -u - c.delta;
-  phase.drift_down_min = std::min(phase.drift_down_min, phase.drift_down);
-  const double up = phase.drift_up - phase.drift_up_min;
-  const double down = phase.drift_down - phase.drift_down_min;
-  const bool want_up =
-      direction == config::DriftDirection::kUp || direction == config::DriftDirection::kBoth;
-  const bool want_down =
-      direction == config::DriftDirection::kDown || direction == config::DriftDirection::kBoth;
-  const bool rising = want_up && up >= c.lambda;
-  const bool falling = !rising && want_down && down >= c.lambda;
-  if (!rising && !falling) {
-    return f;
-  }
-  f.outcome = Outcome::kTrue;
-  const double statistic = rising ? up : down;
-  f.reason = absl::StrCat(rising ? "rising" : "falling", " trend of ", PhaseName(index),
-                          " token entropy: Page-Hinkley statistic ", Num(statistic),
-                          " >= ", Num(c.lambda), " sigmas (mean since the last alarm ",
-                          Num(phase.drift_mean), " nats, now ", Num(x), ")");
-  f.evidence.push_back(
-      MakeEvidence(rising ? "page_hinkley_up" : "page_hinkley_down", statistic, c.lambda, ">="));
-  f.evidence.push_back(
-      MakeEvidence("token_entropy_mean_nats", x, phase.drift_mean, "mean since last alarm"));
-  phase.drift_count = 0;
-  phase.drift_mean = 0;
-  phase.drift_up = phase.drift_up_min = 0;
-  phase.drift_down = phase.drift_down_min = 0;
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::Locking(const v1::StepSummary& step) {
-  const auto& c = thresholds_.values.attention_locking;
-  const size_t window = static_cast<size_t>(c.window_steps);
-  auto push = [&](uint32_t layer, int head, double value) {
-    const auto key = std::make_pair(layer, head);
-    auto it = attention_history_.find(key);
-    if (it == attention_history_.end()) {
-      if (attention_history_.size() >= kMaxAttentionSeries) {
-        return;
-      }
-      it = attention_history_.emplace(key, std::deque<double>()).first;
-    }
-    it->second.push_back(value);
-    while (it->second.size() > window) {
-      it->second.pop_front();
-    }
-  };
-  for (const auto& layer : step.layers()) {
-    push(layer.layer(), -1, layer.mean_entropy());
-    for (int h = 0; h < layer.head_mean_entropy_size(); ++h) {
-      push(layer.layer(), h, layer.head_mean_entropy(h));
-    }
-  }
-  Finding f;
-  if (step.layers_size() == 0) {
-    return f;
-  }
-  f.outcome = Outcome::kFalse;
-  std::vector<std::string> frozen;
-  double smallest_std = 0;
-  for (const auto& [key, values] : attention_history_) {
-    if (values.size() < window) {
-      continue;
-    }
-    double mean = 0;
-    for (double v : values) {
-      mean += v;
-    }
-    mean /= static_cast<double>(values.size());
-    double variance = 0;
-    for (double v : values) {
-      variance += (v - mean) * (v - mean);
-    }
-    const double std_dev = std::sqrt(variance / static_cast<double>(values.size()));
-    if (std_dev < c.epsilon_nats) {
-      if (frozen.empty() || std_dev < smallest_std) {
-        smallest_std = std_dev;
-      }
-      frozen.push_back(key.second < 0
-                           ? absl::StrCat("layer ", key.first, " mean at ", Num(mean), " nats")
-                           : absl::StrCat("layer ", key.first, " head ", key.second, " at ",
-                                          Num(mean), " nats"));
-    }
-  }
-  if (!frozen.empty()) {
-    f.outcome = Outcome::kTrue;
-    f.reason = absl::StrCat("attention entropy frozen over ", window, " steps (rolling std < ",
-                            Num(c.epsilon_nats), " nats): ", NameSubjects(frozen));
-    f.evidence.push_back(
-        MakeEvidence("attention_entropy_rolling_std", smallest_std, c.epsilon_nats, "<"));
-  }
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::HeadRedundancy(const v1::StepSummary& step) const {
-  const auto& c = thresholds_.values.head_redundancy;
-  Finding f;
-  std::vector<std::string> redundant;
-  double largest = 0;
-  for (const auto& layer : step.layers()) {
-    if (layer.head_mean_entropy_size() < 2 || layer.mean_entropy() <= 0) {
-      continue;
-    }
-    f.outcome = Outcome::kFalse;
-    const double relative_std =
-        std::sqrt(std::max(0.0, layer.head_variance())) / layer.mean_entropy();
-    if (relative_std <= c.max_relative_std) {
-      largest = std::max(largest, relative_std);
-      redundant.push_back(absl::StrCat("layer ", layer.layer()));
-    }
-  }
-  if (!redundant.empty()) {
-    f.outcome = Outcome::kTrue;
-    f.reason = absl::StrCat("heads behave alike (std of head entropies / mean <= ",
-                            Num(c.max_relative_std), "): ", NameSubjects(redundant));
-    f.evidence.push_back(
-        MakeEvidence("head_entropy_relative_std", largest, c.max_relative_std, "<="));
-  }
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::FlatProfile(const v1::StepSummary& step) const {
-  const auto& c = thresholds_.values.flat_layer_profile;
-  Finding f;
-  if (step.layers_size() < c.min_layers) {
-    return f;
-  }
-  double lo = step.layers(0).mean_entropy();
-  double hi = lo;
-  double sum = 0;
-  for (const auto& layer : step.layers()) {
-    lo = std::min(lo, layer.mean_entropy());
-    hi = std::max(hi, layer.mean_entropy());
-    sum += layer.mean_entropy();
-  }
-  const double mean = sum / step.layers_size();
-  if (mean <= 0) {
-    return f;
-  }
-  const double spread = (hi - lo) / mean;
-  f.outcome = spread <= c.max_relative_spread ? Outcome::kTrue : Outcome::kFalse;
-  if (f.outcome == Outcome::kTrue) {
-    f.reason =
-        absl::StrCat("layer entropy profile is flat: (max - min) / mean = ", Num(spread),
-                     " <= ", Num(c.max_relative_spread), " over ", step.layers_size(), " layers");
-    f.evidence.push_back(
-        MakeEvidence("layer_entropy_relative_spread", spread, c.max_relative_spread, "<="));
-  }
-  return f;
-}
-
-RunAnalyzer::Finding RunAnalyzer::GeneratedSpike(const v1::StepSummary& step,
-                                                 const PhaseState& phase) const {
-  const auto& c = thresholds_.values.generated_entropy_spike;
-  const BaselineParams params = Params();
-  Finding f;
-  if (PhaseIndex(step.phase()) != kRollout ||
-      step.generated_token_count() < static_cast<uint64_t>(c.min_tokens) ||
-      !std::isfinite(step.generated_entropy_mean()) || !phase.generated.warm(params)) {
-    return f;
-  }
-  const double x = step.generated_entropy_mean();
-  const double z = phase.generated.ZScore(x, params);
-  const double increase = x - phase.generated.mean();
-  f.outcome = (z >= c.z && increase >= c.min_increase_nats) ? Outcome::kTrue : Outcome::kFalse;
-  if (f.outcome == Outcome::kTrue) {
-    f.reason =
-        absl::StrCat("generated-token entropy ", Num(x), " nats is ", Num(z), " sigmas (",
-                     Num(increase), " nats) above its baseline ", Num(phase.generated.mean()));
-    f.evidence.push_back(MakeEvidence("generated_entropy_mean_z", z, c.z, "z>="));
-    f.evidence.push_back(
-        MakeEvidence("generated_entropy_increase_nats", increase, c.min_increase_nats, ">="));
-  }
-  return f;
-}
-
-void RunAnalyzer::Apply(v1::Pattern pattern, const std::string& subject,
-                        const config::DetectorCommon& common, uint64_t step, Finding finding) {
-  const auto key = std::make_pair(pattern, subject);
+void RunAnalyzer::Apply(v1::Pattern pattern, const config::DetectorCommon& common, uint64_t step,
+                        Finding finding) {
+  const auto key = std::make_pair(pattern, finding.subject);
   if (!common.enabled) {
     tracks_.erase(key);
     return;
@@ -781,11 +594,16 @@ void RunAnalyzer::Apply(v1::Pattern pattern, const std::string& subject,
     track.active = true;
     a.Clear();
     a.set_pattern(pattern);
-    a.set_subject(subject);
+    a.set_subject(finding.subject);
     a.set_since_step(track.streak_start);
     a.set_recommended_action(PatternAction(pattern));
   }
-  a.set_severity(ToProto(common.severity));
+  // A graded detector escalates (never downgrades) an active anomaly.
+  const v1::Severity severity =
+      ToProto(finding.severity.has_value() ? *finding.severity : common.severity);
+  if (fires || severity > a.severity()) {
+    a.set_severity(severity);
+  }
   a.set_reason(std::move(finding.reason));
   *a.mutable_evidence() = {finding.evidence.begin(), finding.evidence.end()};
   if (fires) {
