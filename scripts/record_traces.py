@@ -501,8 +501,10 @@ NEW_SCENARIOS = {
     }),
     "real-lr-too-low": ({"kind": "lr-low", "recipe": "default", "steps": 260, "onset": 60}, {
         "description": "Same run as real-healthy until the onset, then the learning rate is "
-                       "1e-6 (1000x below the peak): the loss stops falling at about 2.9 and "
-                       "token entropy stays high.",
+                       "1e-6 (1000x below the peak) for the rest of the run: the loss stops "
+                       "falling and stays at about 2.75 (mean of 20 steps; real-healthy reaches "
+                       "2.4), mean token entropy stays at about 2.85 nats (real-healthy: 2.5) "
+                       "and the gradient norm at about 0.4.",
         "expected_states": ["STAGNATION"],
         "expected_patterns": [],
         "max_delay_steps": 150,
