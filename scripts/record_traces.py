@@ -485,18 +485,26 @@ NEW_SCENARIOS = {
                             "length": 40}, {
         "description": "Same run as real-healthy until the onset; steps 200-239 train on "
                        "uniformly random characters (a corrupted shard), then on clean data "
-                       "again.",
+                       "again. Loss 2.3-2.5 to 5.5 and grad norm 0.5 to 1.9 at step 200; the "
+                       "model then learns the noise's uniform distribution (loss 4.6, token "
+                       "entropy 4.5 nats, grad norm back to 0.4 by step 226); clean data at "
+                       "240 brings grad norms of 4.9 and 5.3 (steps 240, 242) and the loss "
+                       "back to 2.8 by 246.",
         "expected_states": ["PANIC_ZONE"],
         "expected_patterns": ["LOSS_SPIKE", "GRAD_NORM_SPIKE"],
         "max_delay_steps": 5,
     }),
     "real-lr-x50": ({"kind": "lr-x50", "recipe": "default", "steps": 300, "onset": 200}, {
         "description": "Same run as real-healthy until the onset, where the scheduled learning "
-                       "rate is multiplied by 50 for the rest of the run: gradient-norm and "
-                       "loss spike, the maximum attention logit grows and attention entropy "
-                       "collapses (maxLogit per layer from the model's Q/K).",
-        "expected_states": ["PATHOLOGICAL_CONFIDENCE"],
-        "expected_patterns": ["GRAD_NORM_SPIKE", "ENTROPY_COLLAPSE"],
+                       "rate is multiplied by 50 for the rest of the run: the gradient norm goes "
+                       "from 0.4 to 1.9 at step 201 and 3.3 at 203, the loss from 2.3 to 3.8 at "
+                       "203 and stays near 2.7 (real-healthy: 2.4); the mean attention entropy "
+                       "of layer 2 falls from 2.84 to 0.65 nats by step 211 (layer 0: 2.87 to "
+                       "0.7 by 225) while the maximum attention logit of layer 1 grows from 9 "
+                       "to 112 by step 212 and near 280 later (maxLogit per layer from the "
+                       "model's Q/K). Token entropy does not fall.",
+        "expected_states": [],
+        "expected_patterns": ["GRAD_NORM_SPIKE", "ATTENTION_LOGIT_GROWTH", "ENTROPY_COLLAPSE"],
         "max_delay_steps": 20,
     }),
     "real-lr-too-low": ({"kind": "lr-low", "recipe": "default", "steps": 260, "onset": 60}, {
