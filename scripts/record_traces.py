@@ -549,9 +549,12 @@ NEW_SCENARIOS = {
                        "group-normalized advantages, clipped surrogate over two epochs, KL "
                        "penalty 0.04 to the starting model, reward = share of 'e' characters. "
                        "Token entropies are those of generated tokens; reward, kl, "
-                       "response_length and clip_fraction are named scalars. The onset is the "
-                       "first step whose mean generated entropy is under half that of steps "
-                       "0-4.",
+                       "response_length and clip_fraction are named scalars; scalars.loss is the "
+                       "policy loss (near 0, either sign). The onset is the first step whose mean "
+                       "generated entropy is under half that of steps 0-4. Recorded: generated "
+                       "entropy 2.6 nats at step 0, 1.34 at 12, 0.42 at 20, about 0.25 from 50 "
+                       "on; reward 0.06 to 0.73 at 12 and 0.95 from 20; KL 0 to 2.3 at 12 and "
+                       "3.2-4.5 later; grad norm 0.7 falling to about 0.1.",
         "expected_patterns": ["ENTROPY_COLLAPSE", "REWARD_HACKING"],
         "max_delay_steps": 30,
     }),
