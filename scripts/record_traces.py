@@ -15,9 +15,19 @@ Scenarios (all share the model, the data and the first steps):
                   high: the loss spikes and the gradient norm explodes.
   real-memorize   healthy until --onset, then training continues on one tiny
                   fixed batch, which the model memorizes.
+The scenarios below also carry the maximum attention logit of every layer:
+  real-corrupt-shard       40 steps of uniformly random characters, then clean data.
+  real-lr-x50              the learning rate x50 from a late step on.
+  real-lr-too-low          the learning rate 1000x too low after the warm-up.
+  real-healthy-recipe      the usual recipe: warm-up, cosine decay, AdamW weight
+                           decay 0.1, gradient clipping.
+  real-healthy-outliers    the same with a few isolated random-character batches.
+  real-two-rank-bad-shard  two data-parallel ranks; rank 1 reads a corrupted shard.
+  real-rl-collapse         GRPO-style RL (phase ROLLOUT) from a pretrained model,
+                           rewarded for one letter: generated-token entropy collapses.
 
 Usage: /usr/bin/python3 scripts/record_traces.py [--out tests/data] [SCENARIO...]
-A run takes well under a minute of CPU per scenario.
+A run takes about a minute of CPU per scenario (real-rl-collapse: several).
 """
 
 import argparse
