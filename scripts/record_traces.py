@@ -416,7 +416,6 @@ def rl_scenario(name, cfg, data, vocab, seed):
     sampler = torch.Generator().manual_seed(seed + 12)
     target = vocab.index("e")
     newline = vocab.index("\n")
-    v = len(vocab)
     reports = []
     for step in range(cfg["steps"]):
         starts = [rng.randrange(len(data) - RL_PROMPT_LEN) for _ in range(RL_PROMPTS)]

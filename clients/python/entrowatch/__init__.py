@@ -14,5 +14,7 @@ users never import torch).
 from entrowatch.monitor import (DEFAULT_ADDRESS, GENERATED, METRIC_NAMES, PROMPT, Anomaly, Monitor,
                                 Verdict)
 
-__all__ = ["Monitor", "Verdict", "Anomaly", "PROMPT", "GENERATED", "DEFAULT_ADDRESS", "METRIC_NAMES"]
+__all__ = [
+    "Monitor", "Verdict", "Anomaly", "PROMPT", "GENERATED", "DEFAULT_ADDRESS", "METRIC_NAMES",
+]
 __version__ = "0.1.0"
