@@ -119,6 +119,8 @@ def test_nonfinite_named_values_follow_the_nonfinite_policy(daemon):
     (lambda m: m.log_metrics(0, {"train loss": 1.0}), ValueError,
      "scalar name 'train loss' is not 1-128 characters"),
     (lambda m: m.log_metrics(0, {"x" * 129: 1.0}), ValueError, "is not 1-128 characters"),
+    (lambda m: m.log_metrics(0, {"reward\n": 1.0}), ValueError, "is not 1-128 characters"),
+    (lambda m: m.log_scalars(0, **{"": 1.0}), ValueError, "scalar name '' is not"),
     (lambda m: m.log_metrics(0, {3: 1.0}), TypeError, "metric names must be strings, got 3"),
     (lambda m: m.log_metrics(0, {"actor/entropy": [1.0, 2.0]}), TypeError,
      "log_metrics: entropy must be a number"),

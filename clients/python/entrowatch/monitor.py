@@ -23,7 +23,7 @@ PROMPT = pb.PROMPT
 GENERATED = pb.GENERATED
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
+_SCALAR_NAME = re.compile(r"[A-Za-z0-9_./:-]{1,128}")  # fullmatch
 
 # Trainer metric names log_metrics understands: field ("loss", "lr",
 # "grad_norm") or canonical named scalar. verl: actor/*, critic/*,
@@ -445,7 +445,7 @@ class Monitor:
             grad = _named_value(fields["grad_norm"], f"{caller}: grad_norm")
         values = {}
         for name, value in fields.get("values", {}).items():
-            if not isinstance(name, str) or not _SCALAR_NAME.match(name):
+            if not isinstance(name, str) or not _SCALAR_NAME.fullmatch(name):
                 raise ValueError(f"{caller}: scalar name {name!r} is not 1-128 characters of "
                                  f"A-Z a-z 0-9 _ . / : -")
             values[name] = _named_value(value, f"{caller}: {name}")
