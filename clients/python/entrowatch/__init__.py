@@ -11,7 +11,10 @@ PyTorch hooks live in entrowatch.torch (imported on demand, so numpy-only
 users never import torch).
 """
 
-from entrowatch.monitor import DEFAULT_ADDRESS, GENERATED, PROMPT, Anomaly, Monitor, Verdict
+from entrowatch.monitor import (DEFAULT_ADDRESS, GENERATED, METRIC_NAMES, PROMPT, Anomaly, Monitor,
+                                Verdict)
 
-__all__ = ["Monitor", "Verdict", "Anomaly", "PROMPT", "GENERATED", "DEFAULT_ADDRESS"]
+__all__ = [
+    "Monitor", "Verdict", "Anomaly", "PROMPT", "GENERATED", "DEFAULT_ADDRESS", "METRIC_NAMES",
+]
 __version__ = "0.1.0"

@@ -50,6 +50,7 @@ class StepReport:
         self.layer_norms = None
         self.loss = None
         self.learning_rate = None
+        self.named_scalars = {}  # name -> number or one-element tensor
 
     def add(self, item_bytes, device_event):
         self.nbytes += item_bytes
@@ -187,6 +188,12 @@ def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
         value = _arrays.resolve_scalar(value)
         if _finite(value) or not drop_nonfinite:
             setattr(out.scalars, field, value)
+        else:
+            dropped.scalars_nonfinite += 1
+    for name, value in report.named_scalars.items():
+        value = _arrays.resolve_scalar(value)
+        if _finite(value) or not drop_nonfinite:
+            out.scalars.values[name] = value
         else:
             dropped.scalars_nonfinite += 1
     return out

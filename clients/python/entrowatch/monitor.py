@@ -9,6 +9,7 @@ import time
 import weakref
 
 import grpc
+from collections.abc import Mapping
 from typing import Callable, Optional, Tuple
 
 from entrowatch import _arrays
@@ -22,6 +23,28 @@ PROMPT = pb.PROMPT
 GENERATED = pb.GENERATED
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_SCALAR_NAME = re.compile(r"[A-Za-z0-9_./:-]{1,128}")  # fullmatch
+
+# Trainer metric names log_metrics understands: field ("loss", "lr",
+# "grad_norm") or canonical named scalar. verl: actor/*, critic/*,
+# response_length/*; TRL: the GRPO/PPO trainer logs.
+METRIC_NAMES = {
+    "loss": "loss", "train/loss": "loss", "train_loss": "loss",
+    "learning_rate": "lr", "lr": "lr", "train/learning_rate": "lr", "actor/lr": "lr",
+    "grad_norm": "grad_norm", "train/grad_norm": "grad_norm", "actor/grad_norm": "grad_norm",
+    # Mean reward of the batch.
+    "reward": "reward", "critic/rewards/mean": "reward", "rewards/mean": "reward",
+    # KL to the reference policy (verl: kl_loss term or in-reward KL; TRL: kl,
+    # objective/kl). verl's actor/ppo_kl is the KL to the rollout policy of the
+    # PPO step, not to the reference, and stays a named scalar of its own.
+    "kl": "kl", "actor/kl_loss": "kl", "critic/kl": "kl", "objective/kl": "kl",
+    # Mean policy entropy of the generated tokens.
+    "entropy": "entropy", "actor/entropy": "entropy", "objective/entropy": "entropy",
+    "clip_fraction": "clip_fraction", "actor/pg_clipfrac": "clip_fraction",
+    "clip_ratio": "clip_fraction", "policy/clipfrac_avg": "clip_fraction",
+    "response_length": "response_length", "response_length/mean": "response_length",
+    "completion_length": "response_length", "completions/mean_length": "response_length",
+}
 _PHASES = {"train": pb.TRAIN, "eval": pb.EVAL, "rollout": pb.ROLLOUT}
 
 
@@ -87,6 +110,14 @@ def _check_step(step):
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     return step
+
+
+def _named_value(value, name):
+    """A number or one-element tensor/array for a scalar; a clear error otherwise."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number or a one-element tensor, got "
+                        f"{type(value).__name__} {value!r}")
+    return _arrays.scalar_value(value, name)
 
 
 def _check_layer(layer):
@@ -342,21 +373,95 @@ class Monitor:
 
         self._add(step, fill, 0, value, norms)
 
-    def log_scalars(self, step, loss=None, lr=None):
-        """Loss and learning rate of the step (numbers or scalar tensors)."""
+    def log_scalars(self, step, loss=None, lr=None, **named):
+        """Loss, learning rate and any named values of the step (numbers or
+        one-element tensors): log_scalars(step, loss=l, lr=lr, reward=r, kl=k).
+        grad_norm= goes to the gradient norm (as log_grad_norm); every other
+        keyword is a named scalar (Scalars.values), e.g. reward, kl,
+        clip_fraction, response_length, advantage_std."""
+        fields = {}
+        if loss is not None:
+            fields["loss"] = loss
+        if lr is not None:
+            fields["lr"] = lr
+        for name, value in named.items():
+            if value is None:
+                continue
+            if name == "grad_norm":
+                fields["grad_norm"] = value
+            else:
+                fields.setdefault("values", {})[name] = value
+        self._log_fields(step, fields, "log_scalars")
+
+    def log_metrics(self, step, metrics):
+        """A trainer's metric dict for the step (verl, TRL, or any {name: number}).
+
+        Known names go to their fields: loss ("loss", "train/loss"), learning
+        rate ("learning_rate", "lr", "actor/lr"), gradient norm ("grad_norm",
+        "actor/grad_norm"); RL names become the daemon's canonical named
+        scalars (reward, kl, entropy, clip_fraction, response_length: see
+        METRIC_NAMES); every other entry is kept as a named scalar under its own
+        name. Names must match [A-Za-z0-9_./:-]{1,128}; values must be numbers
+        or one-element tensors/arrays. Entries whose value is None are skipped.
+        """
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"log_metrics: metrics must be a dict of name -> number, got "
+                            f"{type(metrics).__name__}")
+        fields = {}
+        source = {}
+        for key, value in metrics.items():
+            if not isinstance(key, str):
+                raise TypeError(f"log_metrics: metric names must be strings, got {key!r}")
+            if value is None:
+                continue
+            target = METRIC_NAMES.get(key)
+            if target is None:
+                kind, name = "values", key
+            elif target in ("loss", "lr", "grad_norm"):
+                kind, name = target, None
+            else:
+                kind, name = "values", target
+            label = kind if name is None else name
+            if label in source:
+                raise ValueError(f"log_metrics: {source[label]!r} and {key!r} both map to "
+                                 f"{label!r}; pass only one of them")
+            source[label] = key
+            if name is None:
+                fields[kind] = value
+            else:
+                fields.setdefault("values", {})[name] = value
+        self._log_fields(step, fields, "log_metrics")
+
+    def _log_fields(self, step, fields, caller):
         step = _check_step(step)
-        loss = None if loss is None else _arrays.scalar_value(loss, "loss")
-        lr = None if lr is None else _arrays.scalar_value(lr, "lr")
-        if isinstance(lr, float) and lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
+        loss = lr = grad = None
+        if "loss" in fields:
+            loss = _named_value(fields["loss"], f"{caller}: loss")
+        if "lr" in fields:
+            lr = _named_value(fields["lr"], f"{caller}: lr")
+            if isinstance(lr, float) and lr < 0:
+                raise ValueError(f"{caller}: lr must be >= 0, got {lr}")
+        if "grad_norm" in fields:
+            grad = _named_value(fields["grad_norm"], f"{caller}: grad_norm")
+        values = {}
+        for name, value in fields.get("values", {}).items():
+            if not isinstance(name, str) or not _SCALAR_NAME.fullmatch(name):
+                raise ValueError(f"{caller}: scalar name {name!r} is not 1-128 characters of "
+                                 f"A-Z a-z 0-9 _ . / : -")
+            values[name] = _named_value(value, f"{caller}: {name}")
+        if loss is None and lr is None and grad is None and not values:
+            return
 
         def fill(r):
             if loss is not None:
                 r.loss = loss
             if lr is not None:
                 r.learning_rate = lr
+            if grad is not None:
+                r.grad_norm = grad
+            r.named_scalars.update(values)
 
-        self._add(step, fill, 0, loss, lr)
+        self._add(step, fill, 0, loss, lr, grad, *values.values())
 
     # ---- state ---------------------------------------------------------------
 
