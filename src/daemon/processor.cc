@@ -207,7 +207,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
     out->grad_norm = report.grad().global_norm();
   }
   if (report.has_scalars()) {
-    out->has_loss = true;
+    out->has_loss = report.scalars().has_loss();
     out->loss = report.scalars().loss();
     out->learning_rate = report.scalars().learning_rate();
     out->scalars.insert(report.scalars().values().begin(), report.scalars().values().end());

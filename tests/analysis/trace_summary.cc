@@ -70,10 +70,12 @@ v1::StepSummary Summarize(const std::vector<const v1::Report*>& reports,
       ++grads;
     }
     if (r->has_scalars()) {
-      s.set_has_loss(true);
-      loss_sum += r->scalars().loss();
-      ++losses;
-      s.set_learning_rate(r->scalars().learning_rate());
+      if (r->scalars().has_loss()) {
+        s.set_has_loss(true);
+        loss_sum += r->scalars().loss();
+        ++losses;
+      }
+      s.set_learning_rate(std::max(s.learning_rate(), r->scalars().learning_rate()));
       for (const auto& [name, value] : r->scalars().values()) {
         scalar_sums[name].first += value;
         ++scalar_sums[name].second;
@@ -96,7 +98,7 @@ v1::StepSummary Summarize(const std::vector<const v1::Report*>& reports,
       rank.set_has_grad_norm(true);
       rank.set_grad_norm(r->grad().global_norm());
     }
-    if (r->has_scalars()) {
+    if (r->scalars().has_loss()) {
       rank.set_has_loss(true);
       rank.set_loss(r->scalars().loss());
     }

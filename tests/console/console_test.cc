@@ -56,6 +56,9 @@ class FakeRuns : public ingest::RunDirectory {
   absl::StatusOr<pb::RunStatus> EndRun(const std::string&) override {
     return absl::UnimplementedError("");
   }
+  absl::StatusOr<pb::RunStatus> EndIncident(const std::string&, const std::string&) override {
+    return absl::UnimplementedError("");
+  }
 };
 
 struct Reply {

@@ -81,17 +81,20 @@ def test_named_scalars_go_on_the_wire_and_the_daemon_accepts_them(daemon):
     assert history[2].loss == 0.0125 and history[2].grad_norm == 2.5
 
 
-@pytest.mark.xfail(strict=True, reason="the daemon does not fill StepSummary.scalars yet; "
-                   "remove this mark once it does")
 def test_named_scalars_reach_the_step_summary(daemon):
     with entrowatch.Monitor(daemon.grpc_address, run_id="named-summary", rank=0,
                             world_size=1) as mon:
         mon.log_scalars(0, loss=1.0, reward=0.5, kl=0.25)
         mon.log_metrics(1, VERL)
+        mon.log_scalars(2, reward=0.75)
         assert mon.flush(20)
     history = get_history(daemon, "named-summary")
     assert dict(history[0].scalars) == {"reward": 0.5, "kl": 0.25}
+    assert history[0].has_loss and history[0].loss == 1.0
     assert history[1].scalars["reward"] == 0.5 and history[1].scalars["kl"] == 0.03
+    # Named values alone carry no loss: the step has none, not a loss of 0.
+    assert dict(history[2].scalars) == {"reward": 0.75}
+    assert not history[2].has_loss
 
 
 def test_nonfinite_named_values_follow_the_nonfinite_policy(daemon):
