@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -447,6 +448,7 @@ def main():
         daemon.stop()
         if auth_daemon is not None:
             auth_daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"screenshots in {out}; {time.monotonic() - started:.1f} s")
     if failures:
         print(f"{len(failures)} check(s) failed")
