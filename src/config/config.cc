@@ -38,6 +38,7 @@ absl::Status ParseRoot(YamlMap& root, Config* c) {
     RETURN_IF_ERROR(m.Get("listen", &c->grpc.listen));
     RETURN_IF_ERROR(CheckListen(m, c->grpc.listen));
     RETURN_IF_ERROR(m.Get("max_message_bytes", &c->grpc.max_message_bytes));
+    RETURN_IF_ERROR(m.Get("reflection", &c->grpc.reflection));
     return CheckRange<int64_t>(m, "max_message_bytes", c->grpc.max_message_bytes, 1024,
                                int64_t{2000} << 20);
   }));

@@ -18,6 +18,9 @@ namespace entrowatch::config {
 struct GrpcConfig {
   std::string listen = "127.0.0.1:50551";  // host:port; port 0 picks a free one
   int64_t max_message_bytes = 64 << 20;
+  // Serve grpc.reflection.v1alpha.ServerReflection (grpcurl, grpcui, evans,
+  // Postman call the daemon without the .proto). Read at start-up.
+  bool reflection = true;
 };
 
 struct MetricsConfig {

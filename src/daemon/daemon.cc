@@ -1,8 +1,10 @@
 #include "daemon/daemon.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -15,6 +17,20 @@
 
 namespace entrowatch::daemon {
 namespace {
+
+// Takes the server reflection plugin out of one ServerBuilder: once
+// libgrpc++_reflection is loaded, its plugin joins every builder of the
+// process (a static initializer registers it).
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    const std::string name = grpc::reflection::ProtoServerReflectionPlugin().name();
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const auto& plugin) { return plugin->name() == name; }),
+                   plugins->end());
+  }
+};
 
 std::string HostOf(const std::string& listen) { return listen.substr(0, listen.rfind(':')); }
 
@@ -190,6 +206,11 @@ absl::Status Daemon::Start() {
   // Without this a second daemon could bind the same port and split traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
+  if (config_.grpc.reflection) {
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();  // idempotent
+  } else {
+    builder.SetOption(std::make_unique<WithoutReflection>());
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     server_.reset();
@@ -276,7 +297,8 @@ void Daemon::Shutdown() {
 void Daemon::Reload(const config::Config& config) {
   std::vector<std::string> restart;
   if (config.grpc.listen != config_.grpc.listen ||
-      config.grpc.max_message_bytes != config_.grpc.max_message_bytes) {
+      config.grpc.max_message_bytes != config_.grpc.max_message_bytes ||
+      config.grpc.reflection != config_.grpc.reflection) {
     restart.push_back("grpc");
   }
   if (config.metrics.listen != config_.metrics.listen ||

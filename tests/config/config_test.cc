@@ -20,6 +20,7 @@ TEST(ConfigTest, ShippedFileParsesToTheBuiltInDefaults) {
   const Config& c = *file;
   EXPECT_EQ(c.grpc.listen, d.grpc.listen);
   EXPECT_EQ(c.grpc.max_message_bytes, d.grpc.max_message_bytes);
+  EXPECT_EQ(c.grpc.reflection, d.grpc.reflection);
   EXPECT_EQ(c.metrics.listen, d.metrics.listen);
   EXPECT_EQ(c.metrics.entropy_buckets, d.metrics.entropy_buckets);
   EXPECT_EQ(c.metrics.per_head_series, d.metrics.per_head_series);
