@@ -51,9 +51,9 @@ struct Command {
 };
 
 FlagSpec AddrFlag() {
-  return {
-      "addr", "ADDR",
-      absl::StrCat("entrowatchd gRPC address (default $ENTROWATCH_ADDR or ", kDefaultAddress, ")")};
+  return {"addr", "ADDR",
+          absl::StrCat("entrowatchd gRPC address (default $ENTROWATCH_ADDRESS or ", kDefaultAddress,
+                       ")")};
 }
 
 // Commands that do not talk to the daemon accept --addr too, so scripts can
@@ -809,7 +809,7 @@ std::string TopLevelHelp() {
   absl::StrAppend(&text,
                   "\nglobal flags:\n"
                   "  --addr ADDR  entrowatchd gRPC address for every command (default "
-                  "$ENTROWATCH_ADDR or ",
+                  "$ENTROWATCH_ADDRESS or ",
                   kDefaultAddress,
                   ")\n"
                   "  --token-file FILE  bearer token (first line of FILE) for every call\n"
@@ -826,8 +826,17 @@ std::string TopLevelHelp() {
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  const char* env_addr = std::getenv("ENTROWATCH_ADDR");
-  std::string addr = env_addr != nullptr && *env_addr != '\0' ? env_addr : kDefaultAddress;
+  std::string addr = kDefaultAddress;
+  // ENTROWATCH_ADDRESS, the name the Python client reads too; the older
+  // ENTROWATCH_ADDR still works, with a warning.
+  const char* env_addr = std::getenv("ENTROWATCH_ADDRESS");
+  const char* old_env_addr = std::getenv("ENTROWATCH_ADDR");
+  if (env_addr != nullptr && *env_addr != '\0') {
+    addr = env_addr;
+  } else if (old_env_addr != nullptr && *old_env_addr != '\0') {
+    addr = old_env_addr;
+    err << "entrowatch: ENTROWATCH_ADDR is deprecated; set ENTROWATCH_ADDRESS instead\n";
+  }
   std::map<std::string, std::string> security_flags;
   size_t i = 0;
   for (; i < args.size() && args[i].compare(0, 2, "--") == 0; ++i) {

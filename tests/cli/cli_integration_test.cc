@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -256,6 +257,24 @@ TEST(CliTest, UnreachableDaemonIsAClearError) {
   const Result r = RunCommand({"replay", path, "--connect-timeout", "0.2", "--addr", addr});
   EXPECT_EQ(r.code, kExitError);
   EXPECT_THAT(r.err, HasSubstr(absl::StrCat("cannot reach entrowatchd at ", addr, ": ")));
+}
+
+TEST(CliTest, AddressComesFromEntrowatchAddressAndTheOldNameStillWorks) {
+  const std::string addr = absl::StrCat("127.0.0.1:", ::entrowatch::testing::UnusedPort());
+  const std::string other = absl::StrCat("127.0.0.1:", ::entrowatch::testing::UnusedPort());
+  unsetenv("ENTROWATCH_ADDRESS");
+  setenv("ENTROWATCH_ADDR", addr.c_str(), 1);
+  Result r = RunCommand({"runs"});
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_THAT(r.err, HasSubstr("ENTROWATCH_ADDR is deprecated; set ENTROWATCH_ADDRESS"));
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("cannot reach entrowatchd at ", addr, ": ")));
+
+  setenv("ENTROWATCH_ADDRESS", other.c_str(), 1);  // the new name wins, silently
+  r = RunCommand({"runs"});
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("cannot reach entrowatchd at ", other, ": ")));
+  EXPECT_THAT(r.err, Not(HasSubstr("deprecated")));
+  unsetenv("ENTROWATCH_ADDR");
+  unsetenv("ENTROWATCH_ADDRESS");
 }
 
 TEST(CliTest, UsageErrorsExitTwoAndHelpWorksEverywhere) {
