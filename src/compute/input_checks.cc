@@ -104,11 +104,19 @@ absl::Status CheckAttentionValues(const AttentionInput& in) {
   if (!k.ok()) {
     return k.status();
   }
-  const double bound = *q * *k * static_cast<double>(in.head_dim) * EffectiveScale(in);
+  // Engines take the dot product in float before applying the scale, so both
+  // the dot product and the scaled score must stay far from FLT_MAX.
+  const double dot_bound = *q * *k * static_cast<double>(in.head_dim);
+  const double bound = dot_bound * EffectiveScale(in);
   if (bound > 1e30) {
     return absl::InvalidArgumentError(
         absl::StrCat("q and k: scores could reach ", bound, " (max|q| ", *q, ", max|k| ", *k,
                      "): beyond the 1e30 that float arithmetic handles safely"));
+  }
+  if (dot_bound > 1e30) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "q and k: dot products could reach ", dot_bound, " before the scale (max|q| ", *q,
+        ", max|k| ", *k, "): beyond the 1e30 that float arithmetic handles safely"));
   }
   return absl::OkStatus();
 }

@@ -487,6 +487,26 @@ TEST_P(EngineConformanceTest, AttentionRejectsBadShapesAndValues) {
   EXPECT_EQ(engine_->AttentionEntropy(in, &out).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Scores within bounds can still come from float dot products that overflow
+// before a tiny scale brings them back (a fuzz finding:
+// tests/fuzz/crashes/attention_unscaled_dot_overflow.pb).
+TEST(AttentionValuesTest, DotProductsBeyondFloatAreRefusedWhateverTheScale) {
+  TestMatrix q(DType::kFloat32, 1 * 2, 4);
+  TestMatrix k(DType::kFloat32, 1 * 2, 4);
+  AttentionInput in = MakeAttention(q, k, DType::kFloat32, 1, 1, 2, 2, 4, true);
+  EXPECT_TRUE(CheckAttentionValues(in).ok());
+  q.Set(0, 0, 6e37f);
+  k.Set(1, 2, 3e25f);
+  in = MakeAttention(q, k, DType::kFloat32, 1, 1, 2, 2, 4, true);
+  in.scale = 1e-37f;  // scaled scores about 7e25: under the score bound
+  const absl::Status status = CheckAttentionValues(in);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("dot products could reach"), absl::string_view::npos) << status;
+  in.scale = 1.0f;  // and without the tiny scale the score bound names it
+  const absl::Status unscaled = CheckAttentionValues(in);
+  EXPECT_NE(unscaled.message().find("scores could reach"), absl::string_view::npos) << unscaled;
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, EngineConformanceTest, ::testing::ValuesIn(Engines()),
                          [](const ::testing::TestParamInfo<EngineCase>& info) {
                            return info.param.name;
