@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "analysis/contribution_proto.h"
 #include "common/status_macros.h"
 #include "common/tensor_view.h"
 #include "compute/input_checks.h"
@@ -280,7 +281,7 @@ Ack ReportProcessor::Process(const Report& report) {
       report.phase() == entrowatch::v1::PHASE_UNSPECIFIED ? entrowatch::v1::TRAIN : report.phase();
   store::WriteBatch batch;
   if (store_ != nullptr) {
-    batch.contribution = contribution;
+    batch.contribution = analysis::ToProto(contribution);
   }
   const std::vector<float> entropies = contribution.entropies;
   const entrowatch::v1::Phase phase = contribution.phase;
@@ -398,8 +399,8 @@ void ReportProcessor::Load(store::RunState& run, store::StoredRun stored, bool c
       run.history.pop_front();
     }
   }
-  for (analysis::ReportContribution& c : stored.pending) {
-    run.aggregator.Add(std::move(c), now);
+  for (const store::v1::Contribution& c : stored.pending) {
+    run.aggregator.Add(analysis::FromProto(c), now);
   }
   const std::vector<entrowatch::v1::Anomaly> active = analyzer.ActiveAnomalies();
   metrics_->Health(run.id, analyzer.verdict().state(), active, {});

@@ -11,6 +11,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "store/legacy_contribution.h"
 
 namespace entrowatch::store {
 namespace {
@@ -30,53 +31,6 @@ CREATE TABLE IF NOT EXISTS seqs(
   run_id TEXT NOT NULL, rank INTEGER NOT NULL, seq INTEGER NOT NULL,
   PRIMARY KEY(run_id, rank, seq));
 )sql";
-
-class Writer {
- public:
-  template <typename T>
-  void Put(T v) {
-    out_.append(reinterpret_cast<const char*>(&v), sizeof v);
-  }
-  template <typename T>
-  void PutVector(const std::vector<T>& v) {
-    Put<uint64_t>(v.size());
-    out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-  }
-  std::string Take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
-
-class Reader {
- public:
-  explicit Reader(const std::string& in) : in_(in) {}
-  template <typename T>
-  bool Get(T* v) {
-    if (pos_ + sizeof(T) > in_.size()) {
-      return false;
-    }
-    std::memcpy(v, in_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return true;
-  }
-  template <typename T>
-  bool GetVector(std::vector<T>* v) {
-    uint64_t n = 0;
-    if (!Get(&n) || n > (in_.size() - pos_) / sizeof(T)) {
-      return false;
-    }
-    v->resize(n);
-    std::memcpy(v->data(), in_.data() + pos_, n * sizeof(T));
-    pos_ += n * sizeof(T);
-    return true;
-  }
-  bool done() const { return pos_ == in_.size(); }
-
- private:
-  const std::string& in_;
-  size_t pos_ = 0;
-};
 
 constexpr char kReasonUrl[] = "type.entrowatch.dev/store.failure_reason";
 
@@ -145,96 +99,6 @@ absl::string_view FailureReason(const absl::Status& status) {
   return "other";
 }
 
-std::string EncodeContribution(const analysis::ReportContribution& c) {
-  Writer w;
-  w.Put<uint32_t>(c.rank);
-  w.Put<uint32_t>(c.world_size);
-  w.Put<uint64_t>(c.step);
-  w.Put<int32_t>(c.phase);
-  w.PutVector(c.entropies);
-  w.PutVector(c.normalized);
-  std::vector<uint8_t> generated(c.generated.begin(), c.generated.end());
-  w.PutVector(generated);
-  w.Put<double>(c.top1_sum);
-  w.Put<int64_t>(c.top1_count);
-  w.Put<double>(c.surprisal_sum);
-  w.Put<int64_t>(c.surprisal_count);
-  w.Put<uint64_t>(c.layers.size());
-  for (const auto& [layer, heads] : c.layers) {
-    w.Put<uint32_t>(layer);
-    w.PutVector(heads);
-  }
-  w.Put<uint8_t>(c.has_grad);
-  w.Put<double>(c.grad_norm);
-  w.Put<uint8_t>(c.has_loss);
-  w.Put<double>(c.loss);
-  w.Put<double>(c.learning_rate);
-  // Named scalars and max attention logits: a trailing section that older
-  // records do not have.
-  w.Put<uint64_t>(c.scalars.size());
-  for (const auto& [name, value] : c.scalars) {
-    w.PutVector(std::vector<char>(name.begin(), name.end()));
-    w.Put<double>(value);
-  }
-  w.Put<uint64_t>(c.max_logits.size());
-  for (const auto& [layer, value] : c.max_logits) {
-    w.Put<uint32_t>(layer);
-    w.Put<double>(value);
-  }
-  return w.Take();
-}
-
-absl::StatusOr<analysis::ReportContribution> DecodeContribution(const std::string& bytes) {
-  analysis::ReportContribution c;
-  Reader r(bytes);
-  int32_t phase = 0;
-  std::vector<uint8_t> generated;
-  uint64_t layers = 0;
-  bool ok = r.Get(&c.rank) && r.Get(&c.world_size) && r.Get(&c.step) && r.Get(&phase) &&
-            r.GetVector(&c.entropies) && r.GetVector(&c.normalized) && r.GetVector(&generated) &&
-            r.Get(&c.top1_sum) && r.Get(&c.top1_count) && r.Get(&c.surprisal_sum) &&
-            r.Get(&c.surprisal_count) && r.Get(&layers);
-  for (uint64_t i = 0; ok && i < layers; ++i) {
-    uint32_t layer = 0;
-    ok = r.Get(&layer) && r.GetVector(&c.layers[layer]);
-  }
-  uint8_t has_grad = 0;
-  uint8_t has_loss = 0;
-  ok = ok && r.Get(&has_grad) && r.Get(&c.grad_norm) && r.Get(&has_loss) && r.Get(&c.loss) &&
-       r.Get(&c.learning_rate);
-  if (ok && !r.done()) {
-    uint64_t scalars = 0;
-    ok = r.Get(&scalars);
-    for (uint64_t i = 0; ok && i < scalars; ++i) {
-      std::vector<char> name;
-      double value = 0;
-      ok = r.GetVector(&name) && r.Get(&value);
-      if (ok) {
-        c.scalars[std::string(name.begin(), name.end())] = value;
-      }
-    }
-    uint64_t logits = 0;
-    ok = ok && r.Get(&logits);
-    for (uint64_t i = 0; ok && i < logits; ++i) {
-      uint32_t layer = 0;
-      double value = 0;
-      ok = r.Get(&layer) && r.Get(&value);
-      if (ok) {
-        c.max_logits[layer] = value;
-      }
-    }
-  }
-  ok = ok && r.done();
-  if (!ok || generated.size() != c.entropies.size() || c.normalized.size() != c.entropies.size()) {
-    return absl::DataLossError("corrupt contribution record in the state database");
-  }
-  c.phase = static_cast<entrowatch::v1::Phase>(phase);
-  c.generated.assign(generated.begin(), generated.end());
-  c.has_grad = has_grad != 0;
-  c.has_loss = has_loss != 0;
-  return c;
-}
-
 absl::StatusOr<std::unique_ptr<DurableStore>> DurableStore::Open(const std::string& dir) {
   if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
     return absl::FailedPreconditionError(
@@ -250,12 +114,15 @@ absl::StatusOr<std::unique_ptr<DurableStore>> DurableStore::Open(const std::stri
         absl::StrCat("state_dir: cannot open '", path, "': ", error));
   }
   std::unique_ptr<DurableStore> store(new DurableStore(db, dir, path));
-  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                          "PRAGMA busy_timeout=5000", kSchema}) {
+  for (const char* sql :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000"}) {
     if (absl::Status s = store->Exec(sql); !s.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("state_dir: cannot initialize '", path, "': ", s.message()));
     }
+  }
+  if (absl::Status s = store->Migrate(); !s.ok()) {
+    return s;
   }
   {
     absl::MutexLock db_lock(&store->db_mu_);
@@ -292,6 +159,84 @@ absl::Status DurableStore::Exec(const char* sql) {
     absl::Status s = absl::UnavailableError(error != nullptr ? error : "sqlite error");
     sqlite3_free(error);
     return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DurableStore::Migrate() {
+  absl::MutexLock db_lock(&db_mu_);
+  int64_t found = 0;
+  // `cause` is a string of its own: ROLLBACK replaces the connection's error message.
+  auto fail = [&](const std::string& cause) {
+    Exec("ROLLBACK").IgnoreError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("state_dir: cannot migrate '", path_, "' from schema version ", found, " to ",
+                     kSchemaVersion, " (the database is unchanged): ", cause));
+  };
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("state_dir: cannot initialize '", path_, "': ", s.message()));
+  }
+  {
+    Statement version(db_, "PRAGMA user_version");
+    Statement tables(db_, "SELECT count(*) FROM sqlite_master WHERE name = 'contributions'");
+    if (version.Step() != SQLITE_ROW || tables.Step() != SQLITE_ROW) {
+      return fail(sqlite3_errmsg(db_));
+    }
+    found = sqlite3_column_int64(version.get(), 0);
+    if (found == 0 && sqlite3_column_int64(tables.get(), 0) != 0) {
+      found = 1;  // written before the version was recorded
+    }
+  }
+  if (found > kSchemaVersion) {
+    Exec("ROLLBACK").IgnoreError();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state_dir: the state database '", path_, "' has schema version ", found,
+        ", newer than version ", kSchemaVersion,
+        " that this entrowatchd reads; run the release that wrote it, or a newer one"));
+  }
+  if (found == kSchemaVersion) {
+    return Exec("COMMIT").ok() ? absl::OkStatus() : fail(sqlite3_errmsg(db_));
+  }
+  if (absl::Status s = Exec(kSchema); !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  int64_t migrated = 0;
+  if (found == 1) {
+    std::vector<std::pair<int64_t, std::string>> rows;
+    Statement read(db_, "SELECT id, data FROM contributions ORDER BY id");
+    int rc;
+    while ((rc = read.Step()) == SQLITE_ROW) {
+      rows.emplace_back(sqlite3_column_int64(read.get(), 0), Column(read.get(), 1));
+    }
+    if (rc != SQLITE_DONE) {
+      return fail(sqlite3_errmsg(db_));
+    }
+    for (const auto& [id, data] : rows) {
+      auto contribution = DecodeLegacyContribution(data);
+      if (!contribution.ok()) {
+        return fail(absl::StrCat("contribution record ", id, ": ",
+                                 contribution.status().message()));
+      }
+      Statement update(db_, "UPDATE contributions SET data = ?2 WHERE id = ?1");
+      update.Bind(1, id).BindBlob(2, contribution->SerializeAsString());
+      if (update.Step() != SQLITE_DONE) {
+        return fail(sqlite3_errmsg(db_));
+      }
+    }
+    migrated = static_cast<int64_t>(rows.size());
+  }
+  if (absl::Status s = Exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion).c_str());
+      !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  if (!Exec("COMMIT").ok()) {
+    return fail(sqlite3_errmsg(db_));
+  }
+  if (found != 0) {
+    spdlog::info("migrated the state database '{}' from schema version {} to {} ({} contribution "
+                 "records rewritten)",
+                 path_, found, kSchemaVersion, migrated);
   }
   return absl::OkStatus();
 }
@@ -486,8 +431,8 @@ absl::Status DurableStore::WriteOne(const WriteBatch& b) {
   if (b.has_report) {
     Statement add(db_, "INSERT INTO contributions(run_id, step, data) VALUES(?, ?, ?)");
     add.Bind(1, b.run_id)
-        .Bind(2, static_cast<int64_t>(b.contribution.step))
-        .BindBlob(3, EncodeContribution(b.contribution));
+        .Bind(2, static_cast<int64_t>(b.contribution.step()))
+        .BindBlob(3, b.contribution.SerializeAsString());
     if (add.Step() != SQLITE_DONE) {
       return WriteFailure();
     }
@@ -584,24 +529,31 @@ absl::StatusOr<std::vector<StoredRun>> DurableStore::Load(const std::string* onl
     auto it = index.find(Text(s->get(), 0));
     entrowatch::v1::StepSummary summary;
     if (it == index.end() || !summary.ParseFromString(Column(s->get(), 1))) {
-      return absl::DataLossError("corrupt step record in the state database");
+      return absl::DataLossError(
+          absl::StrCat("corrupt step record in the state database '", path_, "'"));
     }
     runs[it->second].steps.push_back(std::move(summary));
   }
   if (rc != SQLITE_DONE) {
     return read_error();
   }
-  auto c = query(absl::StrCat("SELECT run_id, data FROM contributions", where, " ORDER BY id"));
+  auto c =
+      query(absl::StrCat("SELECT run_id, data, id FROM contributions", where, " ORDER BY id"));
   while ((rc = c->Step()) == SQLITE_ROW) {
     auto it = index.find(Text(c->get(), 0));
     if (it == index.end()) {
-      return absl::DataLossError("contribution of an unknown run in the state database");
+      return absl::DataLossError(
+          absl::StrCat("contribution of an unknown run in the state database '", path_, "'"));
     }
-    auto contribution = DecodeContribution(Column(c->get(), 1));
-    if (!contribution.ok()) {
-      return contribution.status();
+    v1::Contribution contribution;
+    if (!contribution.ParseFromString(Column(c->get(), 1)) ||
+        contribution.normalized_size() != contribution.entropies_size() ||
+        contribution.generated_size() != contribution.entropies_size()) {
+      return absl::DataLossError(absl::StrCat("corrupt contribution record ",
+                                              sqlite3_column_int64(c->get(), 2),
+                                              " in the state database '", path_, "'"));
     }
-    runs[it->second].pending.push_back(*std::move(contribution));
+    runs[it->second].pending.push_back(std::move(contribution));
   }
   if (rc != SQLITE_DONE) {
     return read_error();

@@ -13,6 +13,11 @@
 // disk. A failed write is a status naming the database and the cause, never
 // a silent loss; the first failure of a kind is logged, then the recovery.
 // Thread-safe.
+//
+// Records are protobuf messages: contributions are store::v1::Contribution
+// (store/store.proto), step summaries entrowatch::v1::StepSummary. The
+// database records its schema version (PRAGMA user_version); Open() migrates
+// an older database and refuses a newer one.
 
 #include <cstdint>
 #include <deque>
@@ -27,12 +32,17 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "analysis/step_aggregator.h"
 #include "entrowatch/v1/entrowatch.pb.h"
+#include "store/store.pb.h"
 
 struct sqlite3;
 
 namespace entrowatch::store {
+
+// The schema this build reads and writes. 1: databases written before the
+// version was recorded (user_version 0), contributions in a host-endian
+// binary layout; 2: contributions as store::v1::Contribution.
+inline constexpr int kSchemaVersion = 2;
 
 // Everything one accepted report changes.
 struct WriteBatch {
@@ -47,7 +57,7 @@ struct WriteBatch {
   bool has_report = false;  // false: only finalized steps / finished flag
   uint32_t rank = 0;
   uint64_t seq = 0;  // 0: no seq to remember
-  analysis::ReportContribution contribution;
+  v1::Contribution contribution;
   std::vector<entrowatch::v1::StepSummary> finalized;
   bool finished = false;
 };
@@ -58,7 +68,7 @@ struct StoredRun {
   bool finished = false;
   absl::Time last_report_time = absl::InfinitePast();
   std::vector<entrowatch::v1::StepSummary> steps;     // finalized, in order
-  std::vector<analysis::ReportContribution> pending;  // in acceptance order
+  std::vector<v1::Contribution> pending;              // in acceptance order
   std::map<uint32_t, std::vector<uint64_t>> seqs;     // per rank, ascending
 };
 
@@ -82,7 +92,10 @@ absl::string_view FailureReason(const absl::Status& status);
 class DurableStore {
  public:
   // Creates the directory if needed and opens (or creates) the database.
-  // Fails with a message naming the path when it is not writable.
+  // A database of an older schema version is migrated to kSchemaVersion in
+  // one transaction (on failure it is left as it was). Fails with a message
+  // naming the path when it is not writable, when a record cannot be
+  // migrated, or when its schema version is newer than kSchemaVersion.
   static absl::StatusOr<std::unique_ptr<DurableStore>> Open(const std::string& dir);
   ~DurableStore();
   DurableStore(const DurableStore&) = delete;
@@ -103,6 +116,8 @@ class DurableStore {
   absl::Status SetLimits(const StoreLimits& limits);
 
   // Every run, for start-up: at most seqs_per_rank newest seqs per rank.
+  // DataLoss naming the database for a record that does not parse or a
+  // contribution whose per-token arrays differ in length.
   absl::StatusOr<std::vector<StoredRun>> LoadAll(int64_t seqs_per_rank);
   // One run as committed; NotFound when nothing of it is stored.
   absl::StatusOr<StoredRun> LoadRun(const std::string& run_id, int64_t seqs_per_rank);
@@ -135,6 +150,8 @@ class DurableStore {
   absl::StatusOr<std::vector<StoredRun>> Load(const std::string* only_run, int64_t seqs_per_rank)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status Exec(const char* sql);
+  // Brings the schema to kSchemaVersion (Open).
+  absl::Status Migrate();
 
   sqlite3* const db_;
   const std::string dir_;
@@ -162,9 +179,5 @@ struct DurableStore::Pending {
   absl::Status status;
   bool done = false;
 };
-
-// Compact binary form of a contribution (exposed for tests).
-std::string EncodeContribution(const analysis::ReportContribution& c);
-absl::StatusOr<analysis::ReportContribution> DecodeContribution(const std::string& bytes);
 
 }  // namespace entrowatch::store
