@@ -215,8 +215,8 @@ absl::Status DurableStore::Migrate() {
     for (const auto& [id, data] : rows) {
       auto contribution = DecodeLegacyContribution(data);
       if (!contribution.ok()) {
-        return fail(absl::StrCat("contribution record ", id, ": ",
-                                 contribution.status().message()));
+        return fail(
+            absl::StrCat("contribution record ", id, ": ", contribution.status().message()));
       }
       Statement update(db_, "UPDATE contributions SET data = ?2 WHERE id = ?1");
       update.Bind(1, id).BindBlob(2, contribution->SerializeAsString());
@@ -234,9 +234,10 @@ absl::Status DurableStore::Migrate() {
     return fail(sqlite3_errmsg(db_));
   }
   if (found != 0) {
-    spdlog::info("migrated the state database '{}' from schema version {} to {} ({} contribution "
-                 "records rewritten)",
-                 path_, found, kSchemaVersion, migrated);
+    spdlog::info(
+        "migrated the state database '{}' from schema version {} to {} ({} contribution "
+        "records rewritten)",
+        path_, found, kSchemaVersion, migrated);
   }
   return absl::OkStatus();
 }
@@ -537,8 +538,7 @@ absl::StatusOr<std::vector<StoredRun>> DurableStore::Load(const std::string* onl
   if (rc != SQLITE_DONE) {
     return read_error();
   }
-  auto c =
-      query(absl::StrCat("SELECT run_id, data, id FROM contributions", where, " ORDER BY id"));
+  auto c = query(absl::StrCat("SELECT run_id, data, id FROM contributions", where, " ORDER BY id"));
   while ((rc = c->Step()) == SQLITE_ROW) {
     auto it = index.find(Text(c->get(), 0));
     if (it == index.end()) {

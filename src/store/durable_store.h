@@ -67,9 +67,9 @@ struct StoredRun {
   uint32_t world_size = 1;
   bool finished = false;
   absl::Time last_report_time = absl::InfinitePast();
-  std::vector<entrowatch::v1::StepSummary> steps;     // finalized, in order
-  std::vector<v1::Contribution> pending;              // in acceptance order
-  std::map<uint32_t, std::vector<uint64_t>> seqs;     // per rank, ascending
+  std::vector<entrowatch::v1::StepSummary> steps;  // finalized, in order
+  std::vector<v1::Contribution> pending;           // in acceptance order
+  std::map<uint32_t, std::vector<uint64_t>> seqs;  // per rank, ascending
 };
 
 // Bounds on the database (config `store:`); 0 means none.
