@@ -367,6 +367,27 @@ TEST(DurableStoreTest, ReopeningAMigratedDatabaseChangesNothing) {
   EXPECT_TRUE(FileBytes(dir.db()) == migrated) << "the second open wrote to the database";
 }
 
+TEST(DurableStoreTest, MigratesOldRecordsWithoutNamedScalarsOrMaxLogits) {
+  TempDir dir;
+  CopyFixture(dir);
+  // Step 4's record ends with its named scalars ({"reward": -1.5}: count,
+  // name length, name, value) and an empty max-logit list (count): 38 bytes
+  // that the oldest records do not have.
+  Sql(dir.db()).Exec(
+      "UPDATE contributions SET data = substr(data, 1, length(data) - 38) WHERE step = 4");
+  auto store = DurableStore::Open(dir.path());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto run = (*store)->LoadRun("fixture-a", 100);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->pending.size(), 2u);
+  const v1::Contribution& step4 = run->pending[1];
+  EXPECT_EQ(step4.step(), 4u);
+  EXPECT_EQ(step4.entropies_size(), 3);
+  EXPECT_TRUE(step4.scalars().empty());
+  EXPECT_TRUE(step4.max_logits().empty());
+  EXPECT_EQ(run->pending[0].scalars().size(), 2u);
+}
+
 TEST(DurableStoreTest, AnUnreadableOldRecordLeavesTheDatabaseAsItWas) {
   TempDir dir;
   CopyFixture(dir);
