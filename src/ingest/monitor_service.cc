@@ -34,13 +34,19 @@ absl::Status OverCapacity(const WorkQueue& queue, int64_t bytes) {
 
 absl::Status ShuttingDown() { return absl::UnavailableError("entrowatchd is shutting down"); }
 
+}  // namespace
+
 // One bidirectional stream. Reads one report at a time; while the work queue
 // is full it stops reading (flow control reaches the client through HTTP/2)
 // and its report waits for room. When waiting would pass the ingest memory
 // bounds, the report is answered UNAVAILABLE and the stream ends with
 // RESOURCE_EXHAUSTED after the queued reports are answered.
+// Over the memory budget no read is started (the stream ends the same way),
+// and a read outstanding is cut short (Shed): the stream ends at once with
+// RESOURCE_EXHAUSTED, and the Acks of its queued reports are not sent (the
+// client resends those reports; they are duplicates by then).
 // Acks are written one at a time, in the order reports finish. Deletes itself
-// in OnDone, which gRPC calls after Finish and after every callback.
+// once gRPC is done with it (OnDone) and no queued report refers to it.
 class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
  public:
   StreamReactor(MonitorService* service, grpc::CallbackServerContext* context)
@@ -59,10 +65,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
       Finish(common::ToGrpcStatus(service_->OverBudget()));
       return;
     }
-    StartRead(&request_);
+    ReadNext(/*checked_budget=*/true);
   }
 
   void OnReadDone(bool ok) override {
+    service_->RemoveReader(this);
     if (!ok) {
       mu_.Lock();
       reads_done_ = true;
@@ -77,7 +84,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     }
     if (!status.ok()) {
       Send(RejectionAck(*report, status), /*finished_work=*/false);
-      StartRead(&request_);
+      ReadNext();
       return;
     }
     {
@@ -106,9 +113,54 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     UnlockAndMaybeFinish();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    mu_.Lock();
+    gone_ = true;
+    const bool unreferenced = inflight_ == 0;
+    mu_.Unlock();
+    if (unreferenced) {
+      delete this;
+    }
+  }
+
+  // Over the memory budget with this stream's read outstanding: ends the
+  // stream now, so that gRPC drops what it holds of the message. Called by
+  // the service with the reader set locked, so OnDone cannot run meanwhile.
+  void Shed(const grpc::Status& why) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) {
+        return;
+      }
+      finished_ = true;
+      reads_done_ = true;
+    }
+    service_->observer()->OnStreamShed();
+    Finish(why);
+  }
 
  private:
+  // Issues the next read unless the daemon is over its memory budget; then
+  // the stream reads no more and ends with RESOURCE_EXHAUSTED once its
+  // queued reports are answered.
+  void ReadNext(bool checked_budget = false) {
+    if (!checked_budget && service_->OverMemoryBudget()) {
+      service_->observer()->OnStreamShed();
+      mu_.Lock();
+      reads_done_ = true;
+      finish_status_ = common::ToGrpcStatus(service_->OverBudget());
+      return UnlockAndMaybeFinish();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) {
+        return;  // shed while its last report was being handled
+      }
+    }
+    service_->AddReader(this);
+    StartRead(&request_);
+  }
+
   // Queues the parked report, or leaves it waiting for room without reading
   // further, or refuses it when the ingest memory limit would be passed.
   void PushParked() {
@@ -118,7 +170,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     }
     switch (queue->Push(shard_, &parked_, [this](bool queued) { OnParkedQueued(queued); })) {
       case WorkQueue::Admission::kQueued:
-        StartRead(&request_);
+        ReadNext();
         return;
       case WorkQueue::Admission::kWaiting:
         return;
@@ -138,7 +190,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
 
   void OnParkedQueued(bool queued) {
     if (queued) {
-      StartRead(&request_);
+      ReadNext();
       return;
     }
     RefuseParked(ShuttingDown(), grpc::Status::OK);
@@ -164,7 +216,17 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     if (finished_work) {
       --inflight_;
     }
-    if (!write_failed_) {
+    if (gone_) {
+      // Shed with reports queued: gRPC is done with the stream, and the
+      // last of them frees it.
+      const bool unreferenced = inflight_ == 0;
+      mu_.Unlock();
+      if (unreferenced) {
+        delete this;
+      }
+      return;
+    }
+    if (!write_failed_ && !finished_) {
       outbox_.push_back(std::move(ack));
       StartNextWrite();
     }
@@ -172,14 +234,14 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   }
 
   void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!writing_ && !outbox_.empty()) {
+    if (!writing_ && !finished_ && !outbox_.empty()) {
       writing_ = true;
       StartWrite(&outbox_.front());
     }
   }
 
-  // Finish may lead to OnDone (and `delete this`) on another thread at once,
-  // so it is called after the lock is released and nothing is touched after.
+  // Finish may lead to OnDone on another thread at once, so it is called
+  // after the lock is released and nothing is touched after.
   void UnlockAndMaybeFinish() ABSL_UNLOCK_FUNCTION(mu_) {
     const bool finish = reads_done_ && inflight_ == 0 && !writing_ && outbox_.empty() && !finished_;
     if (finish) {
@@ -204,11 +266,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called
+  bool gone_ ABSL_GUARDED_BY(mu_) = false;      // OnDone called
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
-
-}  // namespace
 
 Ack AckFor(const Report& report) {
   Ack ack;
@@ -258,6 +319,43 @@ absl::Status Authorize(const MonitorService& service, const grpc::CallbackServer
 }
 
 }  // namespace
+
+bool MonitorService::OverMemoryBudget() {
+  if (memory_guard_ == nullptr || !memory_guard_->Over()) {
+    return false;
+  }
+  ShedReaders();
+  return true;
+}
+
+void MonitorService::AddReader(StreamReactor* stream) {
+  absl::MutexLock lock(&readers_mu_);
+  readers_.insert(stream);
+}
+
+void MonitorService::RemoveReader(StreamReactor* stream) {
+  absl::MutexLock lock(&readers_mu_);
+  readers_.erase(stream);
+}
+
+int64_t MonitorService::reading_streams() {
+  absl::MutexLock lock(&readers_mu_);
+  return static_cast<int64_t>(readers_.size());
+}
+
+void MonitorService::ShedReaders() {
+  absl::MutexLock lock(&readers_mu_);
+  if (readers_.empty()) {
+    return;
+  }
+  const grpc::Status why = common::ToGrpcStatus(OverBudget());
+  // A stream in the set has a read outstanding and its OnReadDone starts by
+  // taking readers_mu_, so none is deleted while this runs.
+  for (StreamReactor* stream : readers_) {
+    stream->Shed(why);
+  }
+  readers_.clear();
+}
 
 void MonitorService::set_limits(const ValidationLimits& limits) {
   absl::MutexLock lock(&mu_);
