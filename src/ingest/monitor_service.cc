@@ -3,6 +3,7 @@
 #include <deque>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
@@ -123,20 +124,33 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     }
   }
 
-  // Over the memory budget with this stream's read outstanding: ends the
-  // stream now, so that gRPC drops what it holds of the message. Called by
-  // the service with the reader set locked, so OnDone cannot run meanwhile.
+  // Keeps the stream alive until Shed: taken by the service while the
+  // stream is in its set of readers (so not yet deleted).
+  void Hold() {
+    absl::MutexLock lock(&mu_);
+    ++inflight_;
+  }
+
+  // Over the memory budget with this stream's read outstanding (when held):
+  // ends the stream now, so that gRPC drops what it holds of the message,
+  // then lets go of the hold. Called without the service's lock, since
+  // Finish may run callbacks of this stream on this thread.
   void Shed(const grpc::Status& why) {
+    bool finish = false;
     {
       absl::MutexLock lock(&mu_);
-      if (finished_) {
-        return;
+      if (!finished_) {
+        finished_ = true;
+        reads_done_ = true;
+        finish = true;
       }
-      finished_ = true;
-      reads_done_ = true;
     }
-    service_->observer()->OnStreamShed();
-    Finish(why);
+    if (finish) {
+      service_->observer()->OnStreamShed();
+      Finish(why);
+    }
+    mu_.Lock();
+    ReleaseWorkAndUnlock();
   }
 
  private:
@@ -213,22 +227,27 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   void Send(Ack ack, bool finished_work) {
     service_->observer()->OnOutcome(ack);
     mu_.Lock();
-    if (finished_work) {
-      --inflight_;
+    if (!write_failed_ && !finished_) {
+      outbox_.push_back(std::move(ack));
+      StartNextWrite();
     }
+    if (finished_work) {
+      return ReleaseWorkAndUnlock();
+    }
+    UnlockAndMaybeFinish();
+  }
+
+  // One queued report (or a hold) less. Once gRPC is done with a stream that
+  // was shed with reports queued, the last of them frees it.
+  void ReleaseWorkAndUnlock() ABSL_UNLOCK_FUNCTION(mu_) {
+    --inflight_;
     if (gone_) {
-      // Shed with reports queued: gRPC is done with the stream, and the
-      // last of them frees it.
       const bool unreferenced = inflight_ == 0;
       mu_.Unlock();
       if (unreferenced) {
         delete this;
       }
       return;
-    }
-    if (!write_failed_ && !finished_) {
-      outbox_.push_back(std::move(ack));
-      StartNextWrite();
     }
     UnlockAndMaybeFinish();
   }
@@ -344,17 +363,25 @@ int64_t MonitorService::reading_streams() {
 }
 
 void MonitorService::ShedReaders() {
-  absl::MutexLock lock(&readers_mu_);
-  if (readers_.empty()) {
+  std::vector<StreamReactor*> shed;
+  {
+    absl::MutexLock lock(&readers_mu_);
+    // A stream in the set has a read outstanding and its OnReadDone starts
+    // by taking readers_mu_, so each one is alive here; the hold keeps it
+    // alive until Shed returns.
+    shed.assign(readers_.begin(), readers_.end());
+    readers_.clear();
+    for (StreamReactor* stream : shed) {
+      stream->Hold();
+    }
+  }
+  if (shed.empty()) {
     return;
   }
   const grpc::Status why = common::ToGrpcStatus(OverBudget());
-  // A stream in the set has a read outstanding and its OnReadDone starts by
-  // taking readers_mu_, so none is deleted while this runs.
-  for (StreamReactor* stream : readers_) {
+  for (StreamReactor* stream : shed) {
     stream->Shed(why);
   }
-  readers_.clear();
 }
 
 void MonitorService::set_limits(const ValidationLimits& limits) {

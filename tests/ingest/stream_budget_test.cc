@@ -158,7 +158,7 @@ Report ReportAt(uint64_t seq) {
   report.set_run_id(kRun);
   report.set_step(seq);
   report.set_seq(seq);
-  report.mutable_grad()->set_norm(1.0);
+  report.mutable_grad()->set_global_norm(1.0);
   return report;
 }
 
