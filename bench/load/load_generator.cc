@@ -28,6 +28,7 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr char kStreamMethod[] = "/entrowatch.v1.Monitor/Stream";
 constexpr char kSubmitMethod[] = "/entrowatch.v1.Monitor/Submit";
+constexpr char kGetRunMethod[] = "/entrowatch.v1.Monitor/GetRun";
 constexpr absl::Duration kSamplePeriod = absl::Milliseconds(100);
 constexpr absl::Duration kCancelGrace = absl::Seconds(5);
 
@@ -356,6 +357,7 @@ class Resumable {
   const std::vector<std::unique_ptr<LoadStream>>& calls() const { return calls_; }
   int64_t restarts() const { return restarts_; }
   grpc::Status status() const { return calls_.back()->status(); }
+  const StreamIdentity& id() const { return id_; }
 
  private:
   const std::shared_ptr<const SharedState> shared_;
@@ -484,6 +486,56 @@ void SubmitBurst(const LoadOptions& options, const PayloadFactory& payload,
   }
 }
 
+// Compares, run by run, the reports acknowledged with what the server holds
+// (Monitor.GetRun: accepted + late; duplicates are reports it already held).
+void VerifyRuns(const std::map<std::string, int64_t>& acked_by_run, double timeout_seconds,
+                grpc::GenericStub* stub, LoadResult* result) {
+  for (const auto& [run_id, acked] : acked_by_run) {
+    entrowatch::v1::GetRunRequest request;
+    request.set_run_id(run_id);
+    grpc::ByteBuffer request_bytes;
+    bool own_buffer = false;
+    grpc::SerializationTraits<entrowatch::v1::GetRunRequest>::Serialize(request, &request_bytes,
+                                                                        &own_buffer)
+        .IgnoreError();
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+    grpc::ByteBuffer response_bytes;
+    absl::Mutex mu;
+    bool done = false;
+    grpc::Status status;
+    stub->UnaryCall(&context, kGetRunMethod, grpc::StubOptions(), &request_bytes, &response_bytes,
+                    [&](grpc::Status s) {
+                      absl::MutexLock lock(&mu);
+                      status = std::move(s);
+                      done = true;
+                    });
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(&done));  // the deadline bounds the wait
+    }
+    entrowatch::v1::RunStatus run;
+    if (status.ok() &&
+        !grpc::SerializationTraits<entrowatch::v1::RunStatus>::Deserialize(&response_bytes, &run)
+             .ok()) {
+      status = grpc::Status(grpc::StatusCode::INTERNAL, "cannot parse RunStatus");
+    }
+    if (!status.ok()) {
+      if (result->verify_error.empty()) {
+        result->verify_error = absl::StrCat("GetRun ", run_id, ": code ",
+                                            static_cast<int>(status.error_code()), ": ",
+                                            status.error_message());
+      }
+      result->acked_missing += acked;
+      continue;
+    }
+    ++result->runs_verified;
+    const int64_t held = static_cast<int64_t>(run.reports_accepted() + run.reports_late());
+    result->acked_missing += std::max<int64_t>(0, acked - held);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
@@ -574,6 +626,7 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
     sample_server().IgnoreError();
   }
   std::vector<float> latencies;
+  std::map<std::string, int64_t> acked_by_run;
   int64_t abandoned = 0;
   for (auto& stream : streams) {
     if (!stream->Done() && !stream->Cancel()) {
@@ -584,7 +637,9 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
       continue;
     }
     for (const auto& call : stream->calls()) {
-      Merge(call->counters(), &result, &latencies);
+      const StreamCounters counters = call->counters();
+      acked_by_run[stream->id().run_id] += counters.ok + counters.duplicate + counters.late;
+      Merge(counters, &result, &latencies);
     }
     result.stream_restarts += stream->restarts();
     const grpc::Status status = stream->status();
@@ -601,6 +656,9 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
   result.latency_p99_ms = Percentile(&latencies, 0.99);
   result.latency_max_ms =
       latencies.empty() ? 0 : *std::max_element(latencies.begin(), latencies.end());
+  if (options.verify_runs) {
+    VerifyRuns(acked_by_run, options.drain_seconds, stubs.front().get(), &result);
+  }
   if (options.submit_burst > 0) {
     SubmitBurst(
         options, shared->payload, stubs, [&sample_server]() { sample_server().IgnoreError(); },

@@ -35,6 +35,9 @@ struct LoadOptions {
   // After the streams: this many concurrent unary Submit calls, each with a
   // logits block, to see whether the server answers RESOURCE_EXHAUSTED.
   int submit_burst = 0;
+  // After the streams: asks the server (entrowatchd) for each run with
+  // Monitor.GetRun and checks that it holds every report acknowledged.
+  bool verify_runs = false;
 };
 
 struct LoadResult {
@@ -64,6 +67,11 @@ struct LoadResult {
   int64_t server_rss_max_bytes = 0;     // largest sampled RSS while sending and draining
   int64_t server_rss_hwm_bytes = 0;     // VmHWM at the end (peak since the server started)
   std::map<int, int64_t> submit_codes;  // burst: gRPC status code -> count
+  // verify_runs: runs asked for, and acknowledged reports (distinct, code
+  // OK, duplicate or late) beyond what the server holds (accepted + late).
+  int64_t runs_verified = 0;
+  int64_t acked_missing = 0;
+  std::string verify_error;  // a GetRun that failed
 };
 
 // Runs the load and returns its figures; Unavailable when the target cannot

@@ -38,6 +38,8 @@ constexpr char kUsage[] =
   --token-values N       client-side token entropies per report (default 512)
   --max-server-rss-mb N  stop sending when the server's RSS passes this (default 0 = never)
   --submit-burst N       afterwards, N concurrent unary Submits with logits
+  --verify-runs          afterwards, check with Monitor.GetRun that the server (entrowatchd)
+                         holds every report acknowledged; exit 1 if not
   --label TEXT           name of this run in the output
   --json                 print one JSON object instead of text
   --require-all-acked    exit 1 unless every report sent got an OK Ack and no stream failed
@@ -57,6 +59,10 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
     const absl::string_view arg = argv[i];
     if (arg == "--json") {
       flags->json = true;
+      continue;
+    }
+    if (arg == "--verify-runs") {
+      o.verify_runs = true;
       continue;
     }
     if (arg == "--require-all-acked") {
@@ -167,7 +173,8 @@ void Print(const Flags& flags, const LoadResult& r) {
         "\"resent\": %lld, \"refused\": %lld, \"stream_restarts\": %lld, "
         "\"streams_failed\": %lld, \"first_stream_error\": \"%s\", \"server_cpu_s\": %.3f, "
         "\"server_rss_end_mib\": %.1f, \"server_rss_max_mib\": %.1f, "
-        "\"server_rss_hwm_mib\": %.1f, \"stopped_early\": %s, \"submit_codes\": {%s}}\n",
+        "\"server_rss_hwm_mib\": %.1f, \"stopped_early\": %s, \"submit_codes\": {%s}, "
+        "\"runs_verified\": %lld, \"acked_missing\": %lld, \"verify_error\": \"%s\"}\n",
         JsonEscape(flags.label).c_str(), flags.load.streams, r.window_seconds, reports_per_s,
         mib_per_s, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms,
         static_cast<long long>(r.reports_sent), static_cast<long long>(r.reports_acked),
@@ -178,7 +185,9 @@ void Print(const Flags& flags, const LoadResult& r) {
         static_cast<long long>(r.stream_restarts), static_cast<long long>(r.streams_failed),
         JsonEscape(r.first_stream_error).c_str(), r.server_cpu_seconds, Mib(r.server_rss_end_bytes),
         Mib(r.server_rss_max_bytes), Mib(r.server_rss_hwm_bytes),
-        r.stopped_early ? "true" : "false", CodeMap(r.submit_codes).c_str());
+        r.stopped_early ? "true" : "false", CodeMap(r.submit_codes).c_str(),
+        static_cast<long long>(r.runs_verified), static_cast<long long>(r.acked_missing),
+        JsonEscape(r.verify_error).c_str());
     return;
   }
   std::printf("%s: %d streams, %.2f s measured\n", flags.label.c_str(), flags.load.streams,
@@ -205,6 +214,12 @@ void Print(const Flags& flags, const LoadResult& r) {
   }
   if (!r.submit_codes.empty()) {
     std::printf("  submit burst status codes: {%s}\n", CodeMap(r.submit_codes).c_str());
+  }
+  if (flags.load.verify_runs) {
+    std::printf("  server holds the acknowledged reports of %lld runs; %lld acknowledged reports "
+                "missing%s%s\n",
+                static_cast<long long>(r.runs_verified), static_cast<long long>(r.acked_missing),
+                r.verify_error.empty() ? "" : "; ", r.verify_error.c_str());
   }
 }
 
@@ -247,6 +262,12 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   if (flags.require_all_acked && !AllAcked(*result)) {
     std::fprintf(stderr, "entrowatch_load: not every report got an OK Ack\n");
+    return 1;
+  }
+  if (flags.load.verify_runs && (result->acked_missing > 0 || !result->verify_error.empty())) {
+    std::fprintf(stderr, "entrowatch_load: the server lacks %lld acknowledged reports%s%s\n",
+                 static_cast<long long>(result->acked_missing),
+                 result->verify_error.empty() ? "" : ": ", result->verify_error.c_str());
     return 1;
   }
   return 0;

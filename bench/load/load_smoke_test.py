@@ -39,10 +39,12 @@ def stop(proc):
             proc.wait()
 
 
-def run_load(load, ready_file, label, streams, duration):
+def run_load(load, ready_file, label, streams, duration, verify_runs=False):
     cmd = [load, "--ready-file", ready_file, "--streams", str(streams), "--ranks-per-run", "2",
            "--duration", str(duration), "--warmup", "0.2", "--drain", "20", "--logits-rows", "16",
            "--label", label, "--json", "--require-all-acked"]
+    if verify_runs:
+        cmd.append("--verify-runs")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     sys.stdout.write(out.stdout)
     sys.stderr.write(out.stderr)
@@ -90,7 +92,11 @@ def main():
         try:
             wait_ready(daemon, daemon_ready)
             wait_ready(sink, sink_ready)
-            check(run_load(args.load, daemon_ready, "entrowatchd", 4, 2.0), "entrowatchd")
+            daemon_result = run_load(args.load, daemon_ready, "entrowatchd", 4, 2.0, verify_runs=True)
+            check(daemon_result, "entrowatchd")
+            # 4 streams, 2 ranks per run: the daemon holds what it acknowledged.
+            if daemon_result["runs_verified"] != 2 or daemon_result["acked_missing"] != 0:
+                raise AssertionError(f"entrowatchd: GetRun check {daemon_result}")
             check(run_load(args.load, sink_ready, "null-sink", 4, 1.0), "null-sink")
         finally:
             stop(sink)

@@ -114,22 +114,27 @@ results="${work}/results.jsonl"
 for n in ${streams_list}; do
   for round in $(seq "${rounds}"); do
     for server in sink daemon; do
+      verify=()
+      [[ "${server}" == daemon ]] && verify=(--verify-runs)
       "${load}" --ready-file "${work}/${server}.ready" --streams "${n}" --window "${window}" \
         --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
-        --run-prefix "load-${n}-${server}-${round}" --label "${server}/${round}" --json >>"${results}"
+        --run-prefix "load-${n}-${server}-${round}" --label "${server}/${round}" \
+        "${verify[@]}" --json >>"${results}" || true
     done
   done
 done
 # Beyond capacity: a daemon with a small queue bound and one worker on the
 # float64 reference engine (about 10x slower than the vectorized one), so
 # that offered load exceeds capacity on any machine; first 1024 streams, then
-# a burst of unary Submits.
+# a burst of unary Submits. Daemon rows end with a check, run by run through
+# Monitor.GetRun, that entrowatchd holds every report it acknowledged
+# (entrowatch_load exits 1 otherwise; the table says how many are missing).
 if [[ "${overload}" != 0 ]]; then
   kill -TERM "${sink_pid}" "${daemon_pid}"
   start_daemon overload "${overload_queue_bytes}" 1 cpu-reference "${overload_budget}"
   "${load}" --ready-file "${work}/overload.ready" --streams 1024 --window "${window}" \
     --duration "${seconds}" --warmup 1 --drain 60 --max-server-rss-mb "${max_rss_mb}" \
-    --run-prefix "overload" --label "overload-streams" --json >>"${results}"
+    --run-prefix "overload" --label "overload-streams" --verify-runs --json >>"${results}" || true
   if [[ "${burst}" -gt 0 ]]; then
     "${load}" --ready-file "${work}/overload.ready" --streams 1 --duration 2 --warmup 1 \
       --submit-burst "${burst}" --run-prefix "burst" --label "overload-burst" --json >>"${results}"
@@ -174,6 +179,12 @@ for r in rows:
           f'| {r["server_rss_max_mib"] / budget_mib if budget_mib else float("nan"):.2f} '
           f'| {r["sent"]} | {r["ok"]} '
           f'| {r["refused"]}, {r["resent"]} | {errors} |')
+verified = [r for r in rows if split(r["label"])[0] == "daemon" and "runs_verified" in r]
+if verified:
+    missing = sum(r["acked_missing"] for r in verified)
+    errors = [r["verify_error"] for r in verified if r["verify_error"]]
+    print(f"\nGetRun check of the daemon rows: {sum(r['runs_verified'] for r in verified)} runs, "
+          f"{missing} acknowledged reports missing" + (f"; {errors[0]}" if errors else ""))
 if ratios:
     print()
     print("| N | daemon / sink, median of rounds | rounds | min | max |")
@@ -196,7 +207,9 @@ for r in rows:
               f'RSS max {r["server_rss_max_mib"]:.0f} MiB = '
               f'{r["server_rss_max_mib"] / overload_budget_mib if overload_budget_mib else float("nan"):.2f} '
               f'x the memory budget'
-              f'{" (RSS safety stop)" if r["stopped_early"] else ""}')
+              f'{" (RSS safety stop)" if r["stopped_early"] else ""}; '
+              f'GetRun check of {r["runs_verified"]} runs: {r["acked_missing"]} acknowledged '
+              f'reports missing')
     if r["label"] == "overload-burst":
         names = {"0": "OK", "8": "RESOURCE_EXHAUSTED", "4": "DEADLINE_EXCEEDED", "14": "UNAVAILABLE"}
         codes = ", ".join(f'{names.get(k, "code " + k)} {v}' for k, v in r["submit_codes"].items())

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -41,10 +42,11 @@ int64_t ResidentBytes() {
 }
 
 MemoryGuard::MemoryGuard(int64_t budget_bytes, absl::Duration sample_interval,
-                         absl::Duration trim_interval)
+                         absl::Duration trim_interval, std::function<int64_t()> resident_bytes)
     : budget_bytes_(budget_bytes),
       sample_ns_(absl::ToInt64Nanoseconds(sample_interval)),
-      trim_ns_(absl::ToInt64Nanoseconds(trim_interval)) {}
+      trim_ns_(absl::ToInt64Nanoseconds(trim_interval)),
+      read_resident_(std::move(resident_bytes)) {}
 
 bool MemoryGuard::Over() {
   if (budget_bytes_ <= 0) {
@@ -55,13 +57,13 @@ bool MemoryGuard::Over() {
   // One caller per interval samples; the others use the last result.
   if (now >= due &&
       next_sample_ns_.compare_exchange_strong(due, now + sample_ns_, std::memory_order_relaxed)) {
-    int64_t resident = ResidentBytes();
+    int64_t resident = read_resident_();
     if (resident > budget_bytes_) {
       int64_t trim_due = next_trim_ns_.load(std::memory_order_relaxed);
       if (now >= trim_due && next_trim_ns_.compare_exchange_strong(trim_due, now + trim_ns_,
                                                                    std::memory_order_relaxed)) {
         malloc_trim(0);
-        resident = ResidentBytes();
+        resident = read_resident_();
       }
     }
     resident_.store(resident, std::memory_order_relaxed);

@@ -3,6 +3,7 @@
 #include <deque>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
@@ -34,13 +35,19 @@ absl::Status OverCapacity(const WorkQueue& queue, int64_t bytes) {
 
 absl::Status ShuttingDown() { return absl::UnavailableError("entrowatchd is shutting down"); }
 
+}  // namespace
+
 // One bidirectional stream. Reads one report at a time; while the work queue
 // is full it stops reading (flow control reaches the client through HTTP/2)
 // and its report waits for room. When waiting would pass the ingest memory
 // bounds, the report is answered UNAVAILABLE and the stream ends with
 // RESOURCE_EXHAUSTED after the queued reports are answered.
+// Over the memory budget no read is started (the stream ends the same way),
+// and a read outstanding is cut short (Shed): the stream ends at once with
+// RESOURCE_EXHAUSTED, and the Acks of its queued reports are not sent (the
+// client resends those reports; they are duplicates by then).
 // Acks are written one at a time, in the order reports finish. Deletes itself
-// in OnDone, which gRPC calls after Finish and after every callback.
+// once gRPC is done with it (OnDone) and no queued report refers to it.
 class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
  public:
   StreamReactor(MonitorService* service, grpc::CallbackServerContext* context)
@@ -59,10 +66,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
       Finish(common::ToGrpcStatus(service_->OverBudget()));
       return;
     }
-    StartRead(&request_);
+    ReadNext(/*checked_budget=*/true);
   }
 
   void OnReadDone(bool ok) override {
+    service_->RemoveReader(this);
     if (!ok) {
       mu_.Lock();
       reads_done_ = true;
@@ -77,7 +85,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     }
     if (!status.ok()) {
       Send(RejectionAck(*report, status), /*finished_work=*/false);
-      StartRead(&request_);
+      ReadNext();
       return;
     }
     {
@@ -106,9 +114,67 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     UnlockAndMaybeFinish();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    mu_.Lock();
+    gone_ = true;
+    const bool unreferenced = inflight_ == 0;
+    mu_.Unlock();
+    if (unreferenced) {
+      delete this;
+    }
+  }
+
+  // Keeps the stream alive until Shed: taken by the service while the
+  // stream is in its set of readers (so not yet deleted).
+  void Hold() {
+    absl::MutexLock lock(&mu_);
+    ++inflight_;
+  }
+
+  // Over the memory budget with this stream's read outstanding (when held):
+  // ends the stream now, so that gRPC drops what it holds of the message,
+  // then lets go of the hold. Called without the service's lock, since
+  // Finish may run callbacks of this stream on this thread.
+  void Shed(const grpc::Status& why) {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finished_) {
+        finished_ = true;
+        reads_done_ = true;
+        finish = true;
+      }
+    }
+    if (finish) {
+      service_->observer()->OnStreamShed();
+      Finish(why);
+    }
+    mu_.Lock();
+    ReleaseWorkAndUnlock();
+  }
 
  private:
+  // Issues the next read unless the daemon is over its memory budget; then
+  // the stream reads no more and ends with RESOURCE_EXHAUSTED once its
+  // queued reports are answered.
+  void ReadNext(bool checked_budget = false) {
+    if (!checked_budget && service_->OverMemoryBudget()) {
+      service_->observer()->OnStreamShed();
+      mu_.Lock();
+      reads_done_ = true;
+      finish_status_ = common::ToGrpcStatus(service_->OverBudget());
+      return UnlockAndMaybeFinish();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) {
+        return;  // shed while its last report was being handled
+      }
+    }
+    service_->AddReader(this);
+    StartRead(&request_);
+  }
+
   // Queues the parked report, or leaves it waiting for room without reading
   // further, or refuses it when the ingest memory limit would be passed.
   void PushParked() {
@@ -118,7 +184,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     }
     switch (queue->Push(shard_, &parked_, [this](bool queued) { OnParkedQueued(queued); })) {
       case WorkQueue::Admission::kQueued:
-        StartRead(&request_);
+        ReadNext();
         return;
       case WorkQueue::Admission::kWaiting:
         return;
@@ -138,7 +204,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
 
   void OnParkedQueued(bool queued) {
     if (queued) {
-      StartRead(&request_);
+      ReadNext();
       return;
     }
     RefuseParked(ShuttingDown(), grpc::Status::OK);
@@ -161,25 +227,40 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   void Send(Ack ack, bool finished_work) {
     service_->observer()->OnOutcome(ack);
     mu_.Lock();
-    if (finished_work) {
-      --inflight_;
-    }
-    if (!write_failed_) {
+    if (!write_failed_ && !finished_) {
       outbox_.push_back(std::move(ack));
       StartNextWrite();
+    }
+    if (finished_work) {
+      return ReleaseWorkAndUnlock();
+    }
+    UnlockAndMaybeFinish();
+  }
+
+  // One queued report (or a hold) less. Once gRPC is done with a stream that
+  // was shed with reports queued, the last of them frees it.
+  void ReleaseWorkAndUnlock() ABSL_UNLOCK_FUNCTION(mu_) {
+    --inflight_;
+    if (gone_) {
+      const bool unreferenced = inflight_ == 0;
+      mu_.Unlock();
+      if (unreferenced) {
+        delete this;
+      }
+      return;
     }
     UnlockAndMaybeFinish();
   }
 
   void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!writing_ && !outbox_.empty()) {
+    if (!writing_ && !finished_ && !outbox_.empty()) {
       writing_ = true;
       StartWrite(&outbox_.front());
     }
   }
 
-  // Finish may lead to OnDone (and `delete this`) on another thread at once,
-  // so it is called after the lock is released and nothing is touched after.
+  // Finish may lead to OnDone on another thread at once, so it is called
+  // after the lock is released and nothing is touched after.
   void UnlockAndMaybeFinish() ABSL_UNLOCK_FUNCTION(mu_) {
     const bool finish = reads_done_ && inflight_ == 0 && !writing_ && outbox_.empty() && !finished_;
     if (finish) {
@@ -204,11 +285,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called
+  bool gone_ ABSL_GUARDED_BY(mu_) = false;      // OnDone called
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
-
-}  // namespace
 
 Ack AckFor(const Report& report) {
   Ack ack;
@@ -258,6 +338,51 @@ absl::Status Authorize(const MonitorService& service, const grpc::CallbackServer
 }
 
 }  // namespace
+
+bool MonitorService::OverMemoryBudget() {
+  if (memory_guard_ == nullptr || !memory_guard_->Over()) {
+    return false;
+  }
+  ShedReaders();
+  return true;
+}
+
+void MonitorService::AddReader(StreamReactor* stream) {
+  absl::MutexLock lock(&readers_mu_);
+  readers_.insert(stream);
+}
+
+void MonitorService::RemoveReader(StreamReactor* stream) {
+  absl::MutexLock lock(&readers_mu_);
+  readers_.erase(stream);
+}
+
+int64_t MonitorService::reading_streams() {
+  absl::MutexLock lock(&readers_mu_);
+  return static_cast<int64_t>(readers_.size());
+}
+
+void MonitorService::ShedReaders() {
+  std::vector<StreamReactor*> shed;
+  {
+    absl::MutexLock lock(&readers_mu_);
+    // A stream in the set has a read outstanding and its OnReadDone starts
+    // by taking readers_mu_, so each one is alive here; the hold keeps it
+    // alive until Shed returns.
+    shed.assign(readers_.begin(), readers_.end());
+    readers_.clear();
+    for (StreamReactor* stream : shed) {
+      stream->Hold();
+    }
+  }
+  if (shed.empty()) {
+    return;
+  }
+  const grpc::Status why = common::ToGrpcStatus(OverBudget());
+  for (StreamReactor* stream : shed) {
+    stream->Shed(why);
+  }
+}
 
 void MonitorService::set_limits(const ValidationLimits& limits) {
   absl::MutexLock lock(&mu_);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_set>
 
 #include "absl/status/statusor.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
@@ -40,9 +41,12 @@ class IngestObserver {
   virtual void OnReceived(int64_t bytes) = 0;
   // Its final outcome, as sent (Ack.code, duplicate, late).
   virtual void OnOutcome(const entrowatch::v1::Ack& ack) = 0;
-  // A new stream was refused because the daemon is over its memory budget.
+  // A stream was refused, or ended early, because the daemon is over its
+  // memory budget.
   virtual void OnStreamShed() {}
 };
+
+class StreamReactor;
 
 class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
  public:
@@ -78,12 +82,24 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   // Validation shared by both ingest paths (limits may change on reload).
   absl::Status Admit(const entrowatch::v1::Report& report);
   WorkQueue* queue() { return queue_; }
-  // True (and counted) while the daemon is over its memory budget.
-  bool OverMemoryBudget() { return memory_guard_ != nullptr && memory_guard_->Over(); }
+  // True (and counted) while the daemon is over its memory budget; then the
+  // streams with a read outstanding are ended first (ShedReaders).
+  bool OverMemoryBudget();
   absl::Status OverBudget() const { return memory_guard_->OverBudget(); }
   IngestObserver* observer() { return observer_; }
 
+  // Streams with a read outstanding: each one may be receiving a whole
+  // message into gRPC's buffers, which no ingest bound counts yet.
+  void AddReader(StreamReactor* stream);
+  void RemoveReader(StreamReactor* stream);
+  // How many streams have a read outstanding now.
+  int64_t reading_streams();
+
  private:
+  // Ends every stream with a read outstanding (RESOURCE_EXHAUSTED), so that
+  // gRPC drops what it holds of their messages; clients resend.
+  void ShedReaders();
+
   mutable absl::Mutex mu_;
   ValidationLimits limits_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Authorizer> authorizer_ ABSL_GUARDED_BY(mu_);
@@ -91,6 +107,8 @@ class MonitorService final : public entrowatch::v1::Monitor::CallbackService {
   RunDirectory* const runs_;
   IngestObserver* const observer_;
   MemoryGuard* const memory_guard_;
+  absl::Mutex readers_mu_;
+  std::unordered_set<StreamReactor*> readers_ ABSL_GUARDED_BY(readers_mu_);
 };
 
 // An Ack naming its report (run, rank, seq, step), to be filled.
