@@ -257,8 +257,8 @@ class Monitor:
             _arrays.take_rows(_arrays.flatten_leading(x, 1), idx), int(valid_vocab), temperature,
             None if targets is None else _arrays.take_rows(targets, idx),
             None if token_kinds is None else _arrays.take_rows(token_kinds, idx))
-        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows), item.rows,
-                  item.targets, item.kinds)
+        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows), x,
+                  targets, token_kinds)
 
     def log_token_entropies(self, step, entropies, vocab_size, token_kinds=None):
         """Token entropies (nats) computed by the caller, any shape (flattened).
@@ -277,7 +277,7 @@ class Monitor:
         values = _arrays.copy_of(x.reshape(-1))
         kinds = None if token_kinds is None else _arrays.copy_of(token_kinds)
         self._add(step, lambda r: r.token_entropies.append((values, vocab_size, kinds)),
-                  _arrays.nbytes(x), values, kinds)
+                  _arrays.nbytes(x), x, token_kinds)
 
     def log_attention(self, step, layer, q, k, causal=True, scale=None, query_kinds=None,
                       queries=None, batch_index=0, _owned=False):
@@ -328,9 +328,10 @@ class Monitor:
             query_kinds = _arrays.copy_of(query_kinds.reshape(-1)[-nq:])
         if scale is not None and not float(scale) > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        if not _owned:  # the caller may overwrite its tensors once this returns
-            q, k = _arrays.copy_of(q), _arrays.copy_of(k)
-        item = _report.AttentionItem(layer, q, k, bool(causal),
+        # The caller may overwrite its tensors once this returns; tensors made
+        # for this call alone (_owned) need no copy, only their way to the host.
+        copy = _arrays.keep if _owned else _arrays.copy_of
+        item = _report.AttentionItem(layer, copy(q), copy(k), bool(causal),
                                      None if scale is None else float(scale), query_kinds)
         self._add(step, lambda r: r.attention.append(item), _arrays.nbytes(q) + _arrays.nbytes(k),
                   q, k, query_kinds)
@@ -346,7 +347,7 @@ class Monitor:
                              f"{tuple(x.shape)}")
         values = _arrays.copy_of(x)
         self._add(step, lambda r: r.attention_entropies.append((layer, values)), _arrays.nbytes(x),
-                  values)
+                  x)
 
     def log_grad_norm(self, step, model_or_value, per_layer=False):
         """Global L2 gradient norm: a number / scalar tensor, or a torch module
@@ -362,16 +363,19 @@ class Monitor:
             value, names, norms = ew_torch.grad_norms(model_or_value, per_layer)
             if value is None:
                 return
+            source = value
+            value, norms = _arrays.keep(value), _arrays.keep(norms)
         else:
             if per_layer:
                 raise ValueError("per_layer=True needs a module, not a value")
             value = _arrays.scalar_value(model_or_value, "grad norm")
+            source = model_or_value
 
         def fill(r):
             r.grad_norm = value
             r.layer_names, r.layer_norms = names, norms
 
-        self._add(step, fill, 0, value, norms)
+        self._add(step, fill, 0, source)
 
     def log_scalars(self, step, loss=None, lr=None, **named):
         """Loss, learning rate and any named values of the step (numbers or
@@ -461,7 +465,8 @@ class Monitor:
                 r.grad_norm = grad
             r.named_scalars.update(values)
 
-        self._add(step, fill, 0, loss, lr, grad, *values.values())
+        self._add(step, fill, 0, fields.get("loss"), fields.get("lr"), fields.get("grad_norm"),
+                  *fields.get("values", {}).values())
 
     # ---- state ---------------------------------------------------------------
 
