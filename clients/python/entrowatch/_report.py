@@ -50,6 +50,7 @@ class StepReport:
         self.loss = None
         self.learning_rate = None
         self.named_scalars = {}  # name -> number or one-element tensor
+        self.summary = None  # pb.ReportSummary of a group's aggregate (see _aggregate)
 
     def add(self, item_bytes, device_event):
         self.nbytes += item_bytes
@@ -135,6 +136,8 @@ def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
     out = pb.Report(run_id=run_id, rank=rank, world_size=world_size, step=report.step,
                     seq=report.seq, phase=phase)
     out.time.FromNanoseconds(report.time_ns)
+    if report.summary is not None:
+        out.summary.CopyFrom(report.summary)
     logits = [b for b in (_encode_logits(i, drop_nonfinite, dropped) for i in report.logits)
               if b is not None]
     attention = [b for b in (_encode_attention(i, drop_nonfinite, dropped)
