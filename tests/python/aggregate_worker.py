@@ -7,9 +7,7 @@ argv: grpc address, run id, steps, "aggregate" or "per-rank", output JSON path.
 
 import datetime
 import json
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -49,14 +47,14 @@ def main(address, run_id, steps, mode, out_path):
     rank = dist.get_rank()
     aggregate = dist.group.WORLD if mode == "aggregate" else None
     mon = entrowatch.Monitor(address, run_id=run_id, aggregate=aggregate)
-    combine_s = []
+    local_s, collectives_s = [], []
     if aggregate is not None:
         combine = mon._combine
 
         def timed(report):
-            t0 = time.perf_counter()
             out = combine(report)
-            combine_s.append(time.perf_counter() - t0)
+            local_s.append(mon._aggregator.last_local_s)
+            collectives_s.append(mon._aggregator.last_collectives_s)
             return out
 
         mon._combine = timed
@@ -68,7 +66,7 @@ def main(address, run_id, steps, mode, out_path):
     dist.destroy_process_group()
     with open(out_path, "w") as f:
         json.dump({"rank": rank, "stats": vars(mon.stats), "dropped": vars(mon.dropped),
-                   "combine_s_median": statistics.median(combine_s) if combine_s else None},
+                   "local_s": local_s, "collectives_s": collectives_s},
                   f)
     return 0 if ok and mon.stats.rejected == 0 else 1
 

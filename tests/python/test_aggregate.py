@@ -103,8 +103,9 @@ def test_aggregated_job_matches_the_same_job_sent_per_rank(daemon_factory, tmp_p
     assert agg.verdict.state != pb.HEALTH_STATE_UNSPECIFIED
     assert sorted((x.pattern, x.subject) for x in agg.anomalies) == \
         sorted((x.pattern, x.subject) for x in ref.anomalies)
-    print("median combine time per step (all_gather + all_reduce + local summary), ms:",
-          [round(1e3 * r["combine_s_median"], 3) for r in aggregated])
+    for r in aggregated:
+        print(f"rank {r['rank']}: per step, local summary {1e3 * np.median(r['local_s']):.2f} ms, "
+              f"all_gather + all_reduce {1e3 * np.median(r['collectives_s']):.2f} ms (median)")
 
 
 def test_local_summary_matches_float64_reference():
@@ -134,9 +135,9 @@ def test_local_summary_matches_float64_reference():
     generated = kinds[keep] == pb.GENERATED
     assert counters[_aggregate._V_GEN_COUNT] == generated.sum() == 2
     assert counters[_aggregate._V_GEN_SUM] == pytest.approx(h[generated].sum(), rel=1e-6)
-    assert counters[_aggregate._V_TOP1_SUM] == pytest.approx(p.max(1).sum(), rel=1e-9)
+    assert counters[_aggregate._V_TOP1_SUM] == pytest.approx(p.max(1).sum(), rel=1e-6)
     surprisal = -logp[np.arange(5), targets[keep]]
-    assert counters[_aggregate._V_SURP_SUM] == pytest.approx(surprisal.sum(), rel=1e-9)
+    assert counters[_aggregate._V_SURP_SUM] == pytest.approx(surprisal.sum(), rel=1e-6)
     hist = counters[_aggregate._V_COUNTERS:]
     assert hist.sum() == 5
     want = np.minimum(2047, np.floor(h / math.log(40) * 2048)).astype(int)
