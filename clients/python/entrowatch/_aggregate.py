@@ -29,6 +29,7 @@ import torch
 import torch.distributed
 
 from entrowatch import _arrays
+from entrowatch import _report
 from entrowatch.v1 import entrowatch_pb2 as pb
 
 HISTOGRAM_BINS = 2048  # EntropySummary.histogram: the protocol's fixed bin count
@@ -147,17 +148,7 @@ class LocalStep:
 
     def _fold_logits(self, report, drop_nonfinite, dropped):
         for item in report.logits:
-            keep = np.ones(int(item.rows.shape[0]), dtype=bool)
-            if drop_nonfinite:
-                bad = _arrays.bad_rows(item.rows, item.valid_vocab)
-                dropped.rows_nonfinite += int(bad.sum())
-                keep &= ~bad
-            targets = None
-            if item.targets is not None:
-                targets = _arrays.to_host_ints(item.targets)
-                ignored = (targets < 0) | (targets >= item.valid_vocab)
-                dropped.rows_ignored_target += int((ignored & keep).sum())
-                keep &= ~ignored
+            keep, targets = _report.kept_rows(item, drop_nonfinite, dropped)
             entropies = self._vocab(item.valid_vocab)
             if not keep.any():
                 continue

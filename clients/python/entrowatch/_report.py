@@ -82,8 +82,9 @@ def _kinds_list(kinds, keep=None):
     return host.tolist()
 
 
-def _encode_logits(item, drop_nonfinite, dropped):
-    """The LogitsBlock of item as wire pieces, or None when no row is left."""
+def kept_rows(item, drop_nonfinite, dropped):
+    """(bool mask of the rows of a LogitsItem that are sent, host targets or None),
+    counting the others in dropped."""
     keep = np.ones(int(item.rows.shape[0]), dtype=bool)
     if drop_nonfinite:
         bad = _arrays.bad_rows(item.rows, item.valid_vocab)
@@ -96,6 +97,12 @@ def _encode_logits(item, drop_nonfinite, dropped):
         ignored = (targets < 0) | (targets >= item.valid_vocab)
         dropped.rows_ignored_target += int((ignored & keep).sum())
         keep &= ~ignored
+    return keep, targets
+
+
+def _encode_logits(item, drop_nonfinite, dropped):
+    """The LogitsBlock of item as wire pieces, or None when no row is left."""
+    keep, targets = kept_rows(item, drop_nonfinite, dropped)
     if not keep.any():
         return None
     host, dtype = _arrays.to_host(item.rows)
