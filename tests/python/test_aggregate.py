@@ -2,17 +2,23 @@
 daemon sees one report per step and computes the same statistics and verdicts
 as from the same values sent per rank."""
 
+import concurrent.futures
 import json
 import math
 import os
 import subprocess
 
+import grpc
 import numpy as np
 import pytest
+import torch
 
+import aggregate_worker
 from conftest import free_port
 from entrowatch import _aggregate, _report
 from entrowatch.v1 import entrowatch_pb2 as pb
+from entrowatch.v1 import entrowatch_pb2_grpc as pb_grpc
+from reference import attention_entropy, bf16_round, token_entropy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORLD = 4
@@ -24,7 +30,7 @@ analysis:
 """
 
 
-def run_job(daemon, tmp_path, run_id, mode):
+def run_job(address, tmp_path, run_id, mode):
     port = free_port()
     procs = []
     for rank in range(WORLD):
@@ -34,7 +40,7 @@ def run_job(daemon, tmp_path, run_id, mode):
         out = tmp_path / f"{run_id}-rank{rank}.json"
         procs.append((subprocess.Popen(
             [os.environ["ENTROWATCH_PY_VENV_PYTHON"], os.path.join(HERE, "aggregate_worker.py"),
-             daemon.grpc_address, run_id, str(STEPS), mode, str(out)],
+             address, run_id, str(STEPS), mode, str(out)],
             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT), log, out))
     results = []
     for proc, log, out in procs:
@@ -54,8 +60,8 @@ def get_run(daemon, run_id):
 
 def test_aggregated_job_matches_the_same_job_sent_per_rank(daemon_factory, tmp_path):
     daemon = daemon_factory(FAST_ANALYSIS)
-    aggregated = run_job(daemon, tmp_path, "agg", "aggregate")
-    per_rank = run_job(daemon, tmp_path, "per-rank", "per-rank")
+    aggregated = run_job(daemon.grpc_address, tmp_path, "agg", "aggregate")
+    per_rank = run_job(daemon.grpc_address, tmp_path, "per-rank", "per-rank")
 
     # One report per step, from the group's rank 0 only.
     assert [r["stats"]["acked"] for r in aggregated] == [STEPS, 0, 0, 0]
@@ -157,3 +163,124 @@ def test_attention_entropies_match_the_reference():
                        np.repeat(k, 2, axis=0).astype(np.float64)) / math.sqrt(8)
     mask = np.arange(6)[None, :] <= np.arange(3, 6)[:, None]
     assert max_logit == pytest.approx(scores[:, mask].max(), rel=1e-9)
+
+
+class _Capture(pb_grpc.MonitorServicer):
+    """A Monitor service that keeps every Report and acknowledges it."""
+
+    def __init__(self):
+        self.reports = []
+
+    def Stream(self, request_iterator, context):
+        for report in request_iterator:
+            self.reports.append(report)
+            yield pb.Ack(seq=report.seq, step=report.step)
+
+    def EndRun(self, request, context):
+        return pb.EndRunResponse()
+
+
+class _Recorder:
+    """Stands in for a Monitor to read back what aggregate_worker logs."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def __getattr__(self, name):
+        return lambda step, *args, **kwargs: self.calls.setdefault(name, []).append((args, kwargs))
+
+
+def _pooled_reference(step):
+    """float64 statistics of one step pooled over the ranks' raw values."""
+    by_vocab = {90: [], aggregate_worker.ENTROPY_VOCAB: []}
+    top1, surprisal, generated, ranks, heads0, heads2 = [], [], [], [], [], []
+    for rank in range(WORLD):
+        rec = _Recorder()
+        aggregate_worker.log_step(rec, rank, step)
+        (args, kw), = rec.calls["log_logits"]
+        logits = args[0].float().numpy().reshape(12, -1)
+        if args[0].dtype == torch.bfloat16:
+            logits = bf16_round(logits)
+        keep = kw["targets"].reshape(-1).numpy() >= 0
+        z = logits[keep, :90] / 0.9
+        h = token_entropy(logits[keep], temperature=0.9, valid_vocab=90).astype(np.float32)
+        logp = z - z.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        top1.append(np.exp(logp).max(1))
+        surprisal.append(-logp[np.arange(keep.sum()), kw["targets"].reshape(-1).numpy()[keep]])
+        generated.append(kw["token_kinds"].reshape(-1).numpy()[keep] == pb.GENERATED)
+        (args, kw), = rec.calls["log_token_entropies"]
+        by_vocab[90].append(h.astype(np.float64))
+        by_vocab[aggregate_worker.ENTROPY_VOCAB].append(args[0].astype(np.float64))
+        (args, kw), = rec.calls["log_attention"]
+        heads0.append(attention_entropy(args[1].numpy(), args[2].numpy()).sum(axis=1))
+        (args, kw), = rec.calls["log_attention_entropies"]
+        heads2.append(args[1].astype(np.float64))
+        (args, _), = rec.calls["log_grad_norm"]
+        (_, kw), = rec.calls["log_scalars"]
+        mine = np.concatenate([h, by_vocab[aggregate_worker.ENTROPY_VOCAB][-1]])
+        ranks.append((rank, mine.size, mine.mean(), args[0], float(kw["loss"]), kw["reward"]))
+    return by_vocab, np.concatenate(top1), np.concatenate(surprisal), \
+        np.concatenate(generated), ranks, heads0, heads2
+
+
+def test_aggregate_summary_equals_the_pooled_raw_values(tmp_path):
+    """4 gloo processes; the one Report per step against float64 pooling in Python."""
+    capture = _Capture()
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+    pb_grpc.add_MonitorServicer_to_server(capture, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        results = run_job(f"127.0.0.1:{port}", tmp_path, "agg-capture", "aggregate")
+    finally:
+        server.stop(0)
+    assert [r["stats"]["acked"] for r in results] == [STEPS, 0, 0, 0]
+    assert sorted(r.step for r in capture.reports) == list(range(STEPS))
+    for report in capture.reports:
+        by_vocab, top1, surprisal, generated, ranks, heads0, heads2 = \
+            _pooled_reference(report.step)
+        assert (report.rank, report.world_size) == (0, WORLD)
+        assert not report.logits and not report.attention and not report.HasField("grad")
+        assert not report.scalars.HasField("loss")
+        assert report.scalars.learning_rate == pytest.approx(1e-3)
+        assert dict(report.scalars.values) == pytest.approx(
+            {"reward": np.mean([r[5] for r in ranks])})
+        summaries = {e.vocab_size: e for e in report.summary.entropy}
+        assert sorted(summaries) == sorted(by_vocab)
+        for v, values in by_vocab.items():
+            h = np.concatenate(values)
+            e = summaries[v]
+            assert e.count == h.size
+            assert e.sum == pytest.approx(h.sum(), rel=1e-5)
+            assert e.sum_squares == pytest.approx((h * h).sum(), rel=1e-5)
+            assert (e.min, e.max) == (pytest.approx(h.min(), abs=1e-5),
+                                      pytest.approx(h.max(), abs=1e-5))
+            bins = np.minimum(2047, np.floor(h / math.log(v) * 2048)).astype(int)
+            want = np.bincount(bins, minlength=2048)
+            assert len(e.histogram) == 2048 and sum(e.histogram) == h.size
+            assert np.abs(np.array(e.histogram) - want).sum() <= 2  # float32 rounding at an edge
+            assert e.high_entropy_threshold == pytest.approx(0.8)
+            assert e.high_entropy_count == np.count_nonzero(
+                np.minimum(1, h / math.log(v)).astype(np.float32) >= np.float32(0.8))
+        e = summaries[90]
+        assert e.top1_count == top1.size and e.top1_prob_sum == pytest.approx(top1.sum(), rel=1e-5)
+        assert e.surprisal_count == surprisal.size
+        assert e.surprisal_sum == pytest.approx(surprisal.sum(), rel=1e-5)
+        assert e.generated_count == generated.sum()
+        assert e.generated_sum == pytest.approx(np.concatenate(by_vocab[90])[generated].sum(),
+                                                rel=1e-6)
+        layers = {a.layer: a for a in report.summary.attention}
+        assert list(layers[0].head_entropy_sum) == pytest.approx(list(np.sum(heads0, axis=0)),
+                                                                 rel=1e-5)
+        assert list(layers[0].head_count) == [5 * WORLD] * 4
+        assert layers[0].HasField("max_logit")
+        assert list(layers[2].head_entropy_sum) == pytest.approx(list(np.sum(heads2, axis=0)),
+                                                                 rel=1e-6)
+        assert list(layers[2].head_count) == [WORLD] * 3
+        assert [(r.rank, r.token_count) for r in report.summary.ranks] == \
+            [(r[0], r[1]) for r in ranks]
+        for got, want in zip(report.summary.ranks, ranks):
+            assert got.entropy_mean == pytest.approx(want[2], rel=1e-5)
+            assert (got.has_grad_norm, got.grad_norm) == (True, pytest.approx(want[3]))
+            assert (got.has_loss, got.loss) == (True, pytest.approx(want[4], rel=1e-6))
