@@ -4,8 +4,8 @@
 Spawns --world processes (gloo, 127.0.0.1). Every step each rank summarizes a
 step like a monitored LLM step (logits rows of --rows x --vocab bf16 with
 targets, head entropies of --layers layers x --heads heads, grad norm, loss,
-one named scalar), then runs the step's two collectives (entrowatch's
-Aggregator, no daemon involved). Anchors measured in the same processes, in
+one named scalar), then, after a barrier, runs the step's two collectives
+(entrowatch's Aggregator, no daemon involved). Anchors measured in the same processes, in
 the same steps: a bare all_reduce of one float64 (the group's latency floor)
 and a bare all_reduce of as many float64 as the step's reduce vector.
 
@@ -63,9 +63,11 @@ def worker(rank, args, port, queue):
     for step in range(args.warmup + args.steps):
         report = step_report(rng, step, args)
         dist.barrier()
-        agg.combine(report, True, _report.Dropped())
+        summary = agg.summarize(report, True, _report.Dropped())
+        dist.barrier()  # the collectives alone, not the wait for the slowest rank's summary
+        agg.exchange(*summary)
         local, collectives = agg.last_local_s, agg.last_collectives_s
-        n = _aggregate.LocalStep(report, True, _report.Dropped(), 0.8).reduce_vector().size
+        n = summary[1].size
         one, many = torch.zeros(1, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         dist.barrier()
         t0 = time.perf_counter()

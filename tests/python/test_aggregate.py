@@ -284,3 +284,10 @@ def test_aggregate_summary_equals_the_pooled_raw_values(tmp_path):
             assert got.entropy_mean == pytest.approx(want[2], rel=1e-5)
             assert (got.has_grad_norm, got.grad_norm) == (True, pytest.approx(want[3]))
             assert (got.has_loss, got.loss) == (True, pytest.approx(want[4], rel=1e-6))
+
+
+def test_aggregate_needs_an_initialized_process_group():
+    import entrowatch
+    with pytest.raises(ValueError, match="initialized torch.distributed"):
+        entrowatch.Monitor("127.0.0.1:1", run_id="no-group", rank=0, world_size=1,
+                           aggregate=object())  # any group: none is initialized here

@@ -319,17 +319,27 @@ class Aggregator:
                         if backend == "nccl" else torch.device("cpu"))
 
     def combine(self, report, drop_nonfinite, dropped):
-        """Runs the step's collectives. Returns (summary ReportSummary, scalars,
-        learning rate) on the group's rank 0, None on the other ranks, or "per-rank"
-        when the step must go out per rank (layouts differ)."""
+        """Summarizes the step and runs its collectives. Returns (summary
+        ReportSummary, scalars, learning rate) on the group's rank 0, None on the
+        other ranks, or "per-rank" when the step must go out per rank (layouts
+        differ)."""
+        return self.exchange(*self.summarize(report, drop_nonfinite, dropped))
+
+    def summarize(self, report, drop_nonfinite, dropped):
+        """This rank's part: (LocalStep, reduce vector, header)."""
         start = time.perf_counter()
         for event in report.device_events:
             event.synchronize()
         local = LocalStep(report, drop_nonfinite, dropped, self._threshold)
         vector = local.reduce_vector() if local.fits() else np.zeros(0)
-        header = torch.from_numpy(local.header(self._rank, vector.size)).to(self._device)
+        header = local.header(self._rank, vector.size)
         self.last_local_s = time.perf_counter() - start
+        return local, vector, header
+
+    def exchange(self, local, vector, header):
+        """The step's two collectives (see combine)."""
         start = time.perf_counter()
+        header = torch.from_numpy(header).to(self._device)
         gathered = [torch.empty_like(header) for _ in range(self.group_size)]
         self._dist.all_gather(gathered, header, group=self._group)
         headers = torch.stack(gathered).cpu().numpy()
