@@ -172,7 +172,7 @@ class Monitor:
     thread that hands the step over (the first log call of the next step,
     flush() or close()), so every rank of the group must log the same steps
     and call flush()/close() alike. Entropies are then computed by the client
-    (float64, from the host copies); p10/p50/p90 come from the histogram,
+    (float32, from the host copies); p10/p50/p90 come from the histogram,
     within (ln V) / 2048 nats. high_entropy_threshold should equal the
     daemon's aggregation.high_entropy_threshold (else the daemon estimates the
     high-entropy count from the histogram).
