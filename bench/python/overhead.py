@@ -133,7 +133,6 @@ def back_to_back(address, rounds, steps):
         # never works: what the calls cost on this machine without a sender.
         idle = entrowatch.Monitor(address, run_id=f"bench-b2b-idle-{os.getpid()}", rank=0,
                                   world_size=1, max_queue_reports=0)
-        idle._warn.warning = lambda *args: None
         timed, timed_idle = TimedCalls(mon), TimedCalls(idle)
         copy_ns = []
         step = 0
