@@ -20,7 +20,7 @@ def capture_wire(mon):
 
     def recording(report):
         out = encode(report)
-        sent.append(out)
+        sent.append(pb.Report.FromString(out))
         return out
 
     mon._sender._encode = recording

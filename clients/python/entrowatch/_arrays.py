@@ -1,8 +1,11 @@
-"""Argument checks in the caller's thread, encoding in the sender's thread.
+"""Argument checks and copies in the caller's thread, encoding in the sender's.
 
 Checks look only at shapes and dtypes, never at values, so they cost no device
-synchronization. Row sampling happens on the tensor's own device; the copy to
-host memory and the wire encoding happen later, in the sender thread.
+synchronization. Row sampling happens on the tensor's own device. The caller
+takes one copy of what it logs (a plain copy on the host; for CUDA tensors an
+asynchronous copy into pinned host memory on the current stream, which the
+sender waits for through a CUDA event); the sender thread reads those copies.
+Both torch and numpy release the GIL while they copy.
 """
 
 import random
@@ -87,16 +90,18 @@ def sample_indices(n, k):
 
 
 def take_rows(x, indices):
-    """Rows of x on its own device; always a copy, so the caller may reuse x."""
+    """Rows of x in host memory; always a copy, so the caller may reuse x.
+    For a CUDA tensor the copy is asynchronous (see copy_of)."""
     if indices is None:
-        return x.clone() if is_torch(x) else np.array(x, copy=True)
+        return copy_of(x)
     if is_torch(x):
         torch = torch_module()
         if x.device.type == "cpu" and x.dtype != torch.bfloat16:
             # numpy's fancy indexing of the same memory costs a fraction of a
             # torch dispatch, and this runs on the trainer's thread.
             return x.numpy()[indices]
-        return x.index_select(0, index_on(indices, x.device))
+        rows = x.index_select(0, index_on(indices, x.device))
+        return _pinned_copy(rows) if rows.is_cuda else rows
     return x[indices]
 
 
@@ -111,8 +116,8 @@ def index_on(indices, device):
 
 def cuda_event(*tensors):
     """An event recorded on the current CUDA stream after the work that makes
-    tensors, or None when none is on a GPU. The sender waits on it before its
-    copies, which run on another thread's stream."""
+    tensors and after the copies of them to pinned memory, or None when none is
+    on a GPU. The sender waits on it before it reads those copies."""
     torch = torch_module()
     for t in tensors:
         if is_torch(t) and t.is_cuda:
@@ -123,15 +128,41 @@ def cuda_event(*tensors):
 
 
 def copy_of(x):
-    return x.clone() if is_torch(x) else np.array(x, copy=True)
+    """A copy the caller cannot change: host memory for host data, and for a
+    CUDA tensor a pinned host buffer filled asynchronously on the current stream."""
+    if is_torch(x):
+        return _pinned_copy(x) if x.is_cuda else x.clone()
+    return np.array(x, copy=True)
+
+
+def _pinned_copy(x):
+    # Pinned memory makes the copy asynchronous; torch caches pinned blocks, so
+    # after the first steps this allocates nothing.
+    host = torch_module().empty(x.shape, dtype=x.dtype, pin_memory=True)
+    host.copy_(x, non_blocking=True)
+    return host
+
+
+def bad_rows(x, valid_vocab):
+    """Bool numpy array, one per row of a host copy [rows, vocab]: rows holding NaN
+    or +inf, or all -inf, within the first valid_vocab columns. One pass (the row
+    maximum propagates NaN), in torch or numpy, both without the GIL."""
+    if is_torch(x):
+        torch = torch_module()
+        return (~torch.isfinite(x[:, :valid_vocab].amax(dim=1))).numpy()
+    if x.dtype == np.float16:  # numpy reduces float16 slowly; float32 holds it exactly
+        x = x.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(np.max(x[:, :valid_vocab], axis=1))
 
 
 def scalar_value(x, name):
-    """A float, or a 0-d/1-element tensor kept lazily (read in the sender)."""
+    """A float, or a 0-d/1-element tensor kept lazily (read in the sender; a CUDA
+    tensor is copied to pinned memory asynchronously)."""
     if is_torch(x):
         if x.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(x.shape)}")
-        return x.detach()
+        return keep(x.detach())
     if isinstance(x, np.ndarray):
         if x.size != 1:
             raise ValueError(f"{name} must be a scalar, got an array of shape {x.shape}")
@@ -142,15 +173,24 @@ def scalar_value(x, name):
         raise TypeError(f"{name} must be a number or a scalar tensor, got {type(x).__name__}") from None
 
 
+def keep(x):
+    """x for the sender to read later: a CUDA tensor starts its asynchronous copy
+    to pinned memory; anything else is returned as is."""
+    if is_torch(x) and x.is_cuda:
+        return _pinned_copy(x)
+    return x
+
+
 def resolve_scalar(x):
     return float(x.item()) if is_torch(x) else float(x)
 
 
 def to_host(x):
-    """(numpy array in a wire dtype, wire DType); bfloat16 stays as raw uint16 bits."""
+    """(contiguous numpy array in a wire dtype, wire DType) of a host copy;
+    bfloat16 stays as raw uint16 bits."""
     if is_torch(x):
         torch = torch_module()
-        x = x.detach().to("cpu")
+        x = x.detach().to("cpu")  # a no-op for the host copies log calls take
         if x.dtype == torch.bfloat16:
             return x.contiguous().view(torch.int16).numpy().view(np.uint16), pb.BFLOAT16
         if x.dtype == torch.float64:
@@ -158,7 +198,7 @@ def to_host(x):
         x = x.numpy()
     if x.dtype == np.float64:
         x = x.astype(np.float32)
-    x = x.astype(x.dtype.newbyteorder("<"), copy=False)
+    x = np.ascontiguousarray(x.astype(x.dtype.newbyteorder("<"), copy=False))
     return x, _NUMPY_DTYPES[np.dtype(x.dtype.name)]
 
 
@@ -173,8 +213,3 @@ def as_float32(host, dtype):
     if dtype == pb.BFLOAT16:
         return (host.astype(np.uint32) << 16).view(np.float32)
     return host.astype(np.float32, copy=False)
-
-
-def tensor_proto(host, dtype):
-    host = np.ascontiguousarray(host)
-    return pb.Tensor(dtype=dtype, shape=list(host.shape), data=host.tobytes())

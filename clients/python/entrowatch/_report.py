@@ -1,10 +1,9 @@
 """One step's worth of log_* calls, and its encoding as a wire Report."""
 
-import time
-
 import numpy as np
 
 from entrowatch import _arrays
+from entrowatch import _wire
 from entrowatch.v1 import entrowatch_pb2 as pb
 
 
@@ -51,6 +50,7 @@ class StepReport:
         self.loss = None
         self.learning_rate = None
         self.named_scalars = {}  # name -> number or one-element tensor
+        self.summary = None  # pb.ReportSummary of a group's aggregate (see _aggregate)
 
     def add(self, item_bytes, device_event):
         self.nbytes += item_bytes
@@ -82,14 +82,12 @@ def _kinds_list(kinds, keep=None):
     return host.tolist()
 
 
-def _encode_logits(item, drop_nonfinite, dropped):
-    host, dtype = _arrays.to_host(item.rows)
-    keep = np.ones(host.shape[0], dtype=bool)
+def kept_rows(item, drop_nonfinite, dropped):
+    """(bool mask of the rows of a LogitsItem that are sent, host targets or None),
+    counting the others in dropped."""
+    keep = np.ones(int(item.rows.shape[0]), dtype=bool)
     if drop_nonfinite:
-        values = _arrays.as_float32(host, dtype)[:, :item.valid_vocab]
-        bad = np.isnan(values).any(axis=1) | np.isposinf(values).any(axis=1)
-        # A row that is -inf everywhere has no probability mass to take an entropy of.
-        bad |= ~(values > -np.inf).any(axis=1)
+        bad = _arrays.bad_rows(item.rows, item.valid_vocab)
         dropped.rows_nonfinite += int(bad.sum())
         keep &= ~bad
     targets = None
@@ -99,30 +97,37 @@ def _encode_logits(item, drop_nonfinite, dropped):
         ignored = (targets < 0) | (targets >= item.valid_vocab)
         dropped.rows_ignored_target += int((ignored & keep).sum())
         keep &= ~ignored
+    return keep, targets
+
+
+def _encode_logits(item, drop_nonfinite, dropped):
+    """The LogitsBlock of item as wire pieces, or None when no row is left."""
+    keep, targets = kept_rows(item, drop_nonfinite, dropped)
     if not keep.any():
         return None
+    host, dtype = _arrays.to_host(item.rows)
     if not keep.all():
         host = host[keep]
         if targets is not None:
             targets = targets[keep]
-    block = pb.LogitsBlock(logits=_arrays.tensor_proto(host, dtype), valid_vocab=item.valid_vocab,
-                           temperature=item.temperature,
-                           token_kinds=_kinds_list(item.kinds, None if keep.all() else keep))
+    meta = pb.LogitsBlock(valid_vocab=item.valid_vocab, temperature=item.temperature,
+                          token_kinds=_kinds_list(item.kinds, None if keep.all() else keep))
     if targets is not None:
-        block.target_ids.extend(targets.tolist())
-    return block
+        meta.target_ids.extend(targets.tolist())
+    return _wire.logits_block(meta, _wire.tensor(dtype, host))
 
 
 def _encode_attention(item, drop_nonfinite, dropped):
+    """The AttentionBlock of item as wire pieces, or None when it is dropped."""
     q, q_dtype = _arrays.to_host(item.q)
     k, k_dtype = _arrays.to_host(item.k)
     if drop_nonfinite and not (np.isfinite(_arrays.as_float32(q, q_dtype)).all()
                                and np.isfinite(_arrays.as_float32(k, k_dtype)).all()):
         dropped.blocks_nonfinite += 1
         return None
-    return pb.AttentionBlock(layer=item.layer, q=_arrays.tensor_proto(q, q_dtype),
-                             k=_arrays.tensor_proto(k, k_dtype), causal=item.causal,
-                             scale=item.scale or 0.0, query_kinds=_kinds_list(item.kinds))
+    meta = pb.AttentionBlock(layer=item.layer, causal=item.causal, scale=item.scale or 0.0,
+                             query_kinds=_kinds_list(item.kinds))
+    return _wire.attention_block(meta, _wire.tensor(q_dtype, q), _wire.tensor(k_dtype, k))
 
 
 def _host_floats(x):
@@ -130,29 +135,20 @@ def _host_floats(x):
     return _arrays.as_float32(host, dtype).reshape(-1)
 
 
-def _yield_gil():
-    # Encoding holds the GIL; the trainer's thread, if it wants it back, would
-    # otherwise wait up to sys.getswitchinterval() (5 ms) per block.
-    time.sleep(0)
-
-
 def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
-    """The wire Report for a StepReport. Reads device tensors (host copies)."""
+    """The serialized wire Report of a StepReport (bytes). Waits for the step's
+    CUDA copies to host memory first."""
     for event in report.device_events:
         event.synchronize()
     out = pb.Report(run_id=run_id, rank=rank, world_size=world_size, step=report.step,
                     seq=report.seq, phase=phase)
     out.time.FromNanoseconds(report.time_ns)
-    for item in report.logits:
-        block = _encode_logits(item, drop_nonfinite, dropped)
-        _yield_gil()
-        if block is not None:
-            out.logits.append(block)
-    for item in report.attention:
-        block = _encode_attention(item, drop_nonfinite, dropped)
-        _yield_gil()
-        if block is not None:
-            out.attention.append(block)
+    if report.summary is not None:
+        out.summary.CopyFrom(report.summary)
+    logits = [b for b in (_encode_logits(i, drop_nonfinite, dropped) for i in report.logits)
+              if b is not None]
+    attention = [b for b in (_encode_attention(i, drop_nonfinite, dropped)
+                             for i in report.attention) if b is not None]
     for values, vocab_size, kinds in report.token_entropies:
         host = _host_floats(values)
         keep = np.ones(host.shape, dtype=bool)
@@ -196,4 +192,4 @@ def encode(report, run_id, rank, world_size, phase, drop_nonfinite, dropped):
             out.scalars.values[name] = value
         else:
             dropped.scalars_nonfinite += 1
-    return out
+    return _wire.report(out, logits, attention)

@@ -16,6 +16,7 @@ import time
 
 import grpc
 
+from entrowatch.v1 import entrowatch_pb2 as pb
 from entrowatch.v1 import entrowatch_pb2_grpc as pb_grpc
 
 logger = logging.getLogger("entrowatch")
@@ -65,13 +66,17 @@ class Stats:
         self.reconnects = 0
 
 
-class _Stream:
-    """One Monitor.Stream call: a request queue feeding the call, and its reader."""
+_STREAM_METHOD = "/{}/Stream".format(pb.DESCRIPTOR.services_by_name["Monitor"].full_name)
 
-    def __init__(self, stub, on_ack, on_end, metadata=()):
+
+class _Stream:
+    """One Monitor.Stream call: a request queue feeding the call, and its reader.
+    Requests are already serialized Reports (bytes)."""
+
+    def __init__(self, stream_call, on_ack, on_end, metadata=()):
         self._requests = queue.SimpleQueue()
         self.broken = False
-        self.call = stub.Stream(self._request_iter(), wait_for_ready=True,
+        self.call = stream_call(self._request_iter(), wait_for_ready=True,
                                 metadata=metadata or None)
         self.reader = threading.Thread(target=self._read, args=(on_ack, on_end),
                                        name="entrowatch-acks", daemon=True)
@@ -128,11 +133,14 @@ class Sender:
         else:
             self._channel = grpc.secure_channel(address, credentials, options=options)
         self.stub = pb_grpc.MonitorStub(self._channel)
+        # Reports arrive serialized (see _wire): no request serializer.
+        self._stream_call = self._channel.stream_stream(
+            _STREAM_METHOD, request_serializer=None, response_deserializer=pb.Ack.FromString)
 
         self._cv = threading.Condition()
         self._queue = collections.deque()
         self._queue_bytes = 0
-        self._unacked = collections.OrderedDict()  # seq -> encoded Report, in send order
+        self._unacked = collections.OrderedDict()  # seq -> serialized Report, in send order
         self._outstanding = 0  # queued + being encoded + unacknowledged
         self._stream = None
         self._failures = 0  # stream ends without any Ack in between
@@ -228,7 +236,7 @@ class Sender:
             old.half_close()
             old.call.cancel()
             self.stats.reconnects += 1
-        stream = _Stream(self.stub, self._on_ack, self._on_stream_end, self.metadata)
+        stream = _Stream(self._stream_call, self._on_ack, self._on_stream_end, self.metadata)
         with self._cv:
             self._stream = stream
             window = list(self._unacked.values())
@@ -247,7 +255,7 @@ class Sender:
                 self._cv.notify_all()
             return
         with self._cv:
-            self._unacked[encoded.seq] = encoded
+            self._unacked[report.seq] = encoded
             self._stream.send(encoded)
         self.stats.sent += 1
 

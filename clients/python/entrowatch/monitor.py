@@ -160,6 +160,22 @@ class Monitor:
 
     log_* calls are thread-safe. Callbacks registered with on_state run on the
     client's ack thread and must not block.
+
+    aggregate=group (a torch.distributed process group, e.g.
+    torch.distributed.group.WORLD) combines each step over the group inside the
+    job: every rank summarizes its own values, the ranks run one all_gather of
+    a few numbers each (rank, token count, mean entropy, grad norm, loss,
+    min/max entropy, max attention logits) and one all_reduce of one float64
+    vector (per vocabulary 10 counters and a 2048-bin entropy histogram, per
+    attention layer 2 x heads sums, per named scalar 2), and only the group's
+    rank 0 sends the step, as one summary report. The collectives run on the
+    thread that hands the step over (the first log call of the next step,
+    flush() or close()), so every rank of the group must log the same steps
+    and call flush()/close() alike. Entropies are then computed by the client
+    (float32, from the host copies); p10/p50/p90 come from the histogram,
+    within (ln V) / 2048 nats. high_entropy_threshold should equal the
+    daemon's aggregation.high_entropy_threshold (else the daemon estimates the
+    high-entropy count from the histogram).
     """
 
     def __init__(self, address: Optional[str] = None, run_id: Optional[str] = None,
@@ -170,7 +186,8 @@ class Monitor:
                  nonfinite: str = "drop", close_timeout_s: float = 10.0,
                  token: Optional[str] = None, token_file: Optional[str] = None,
                  tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
-                 tls_key: Optional[str] = None):
+                 tls_key: Optional[str] = None, aggregate=None,
+                 high_entropy_threshold: float = 0.8):
         self.address = address or os.environ.get("ENTROWATCH_ADDRESS", DEFAULT_ADDRESS)
         run_id = run_id or os.environ.get("ENTROWATCH_RUN_ID")
         if not run_id:
@@ -194,6 +211,11 @@ class Monitor:
         self._drop_nonfinite = nonfinite == "drop"
         self._close_timeout_s = close_timeout_s
         self.dropped = _report.Dropped()
+        self._aggregator = None
+        if aggregate is not None:
+            from entrowatch import _aggregate
+            self._aggregator = _aggregate.Aggregator(aggregate, self.rank,
+                                                     float(high_entropy_threshold))
 
         self._lock = threading.Lock()
         self._pending = None
@@ -257,8 +279,8 @@ class Monitor:
             _arrays.take_rows(_arrays.flatten_leading(x, 1), idx), int(valid_vocab), temperature,
             None if targets is None else _arrays.take_rows(targets, idx),
             None if token_kinds is None else _arrays.take_rows(token_kinds, idx))
-        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows), item.rows,
-                  item.targets, item.kinds)
+        self._add(step, lambda r: r.logits.append(item), _arrays.nbytes(item.rows), x,
+                  targets, token_kinds)
 
     def log_token_entropies(self, step, entropies, vocab_size, token_kinds=None):
         """Token entropies (nats) computed by the caller, any shape (flattened).
@@ -277,7 +299,7 @@ class Monitor:
         values = _arrays.copy_of(x.reshape(-1))
         kinds = None if token_kinds is None else _arrays.copy_of(token_kinds)
         self._add(step, lambda r: r.token_entropies.append((values, vocab_size, kinds)),
-                  _arrays.nbytes(x), values, kinds)
+                  _arrays.nbytes(x), x, token_kinds)
 
     def log_attention(self, step, layer, q, k, causal=True, scale=None, query_kinds=None,
                       queries=None, batch_index=0, _owned=False):
@@ -328,9 +350,10 @@ class Monitor:
             query_kinds = _arrays.copy_of(query_kinds.reshape(-1)[-nq:])
         if scale is not None and not float(scale) > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        if not _owned:  # the caller may overwrite its tensors once this returns
-            q, k = _arrays.copy_of(q), _arrays.copy_of(k)
-        item = _report.AttentionItem(layer, q, k, bool(causal),
+        # The caller may overwrite its tensors once this returns; tensors made
+        # for this call alone (_owned) need no copy, only their way to the host.
+        copy = _arrays.keep if _owned else _arrays.copy_of
+        item = _report.AttentionItem(layer, copy(q), copy(k), bool(causal),
                                      None if scale is None else float(scale), query_kinds)
         self._add(step, lambda r: r.attention.append(item), _arrays.nbytes(q) + _arrays.nbytes(k),
                   q, k, query_kinds)
@@ -346,7 +369,7 @@ class Monitor:
                              f"{tuple(x.shape)}")
         values = _arrays.copy_of(x)
         self._add(step, lambda r: r.attention_entropies.append((layer, values)), _arrays.nbytes(x),
-                  values)
+                  x)
 
     def log_grad_norm(self, step, model_or_value, per_layer=False):
         """Global L2 gradient norm: a number / scalar tensor, or a torch module
@@ -362,16 +385,19 @@ class Monitor:
             value, names, norms = ew_torch.grad_norms(model_or_value, per_layer)
             if value is None:
                 return
+            source = value
+            value, norms = _arrays.keep(value), _arrays.keep(norms)
         else:
             if per_layer:
                 raise ValueError("per_layer=True needs a module, not a value")
             value = _arrays.scalar_value(model_or_value, "grad norm")
+            source = model_or_value
 
         def fill(r):
             r.grad_norm = value
             r.layer_names, r.layer_norms = names, norms
 
-        self._add(step, fill, 0, value, norms)
+        self._add(step, fill, 0, source)
 
     def log_scalars(self, step, loss=None, lr=None, **named):
         """Loss, learning rate and any named values of the step (numbers or
@@ -461,7 +487,8 @@ class Monitor:
                 r.grad_norm = grad
             r.named_scalars.update(values)
 
-        self._add(step, fill, 0, loss, lr, grad, *values.values())
+        self._add(step, fill, 0, fields.get("loss"), fields.get("lr"), fields.get("grad_norm"),
+                  *fields.get("values", {}).values())
 
     # ---- state ---------------------------------------------------------------
 
@@ -562,9 +589,38 @@ class Monitor:
                 self._pending = None
 
     def _offer(self, report):
+        if self._aggregator is not None:
+            report = self._combine(report)
+            if report is None:
+                return
         report.seq = self._next_seq
         self._next_seq += 1
         self._sender.offer(report)
+
+    def _combine(self, report):
+        """The group's report of the step on its rank 0, None on the other ranks,
+        or report itself when the step goes out per rank."""
+        dropped = _report.Dropped()  # counted here only when the step is aggregated
+        try:
+            combined = self._aggregator.combine(report, self._drop_nonfinite, dropped)
+        except Exception as e:  # e.g. the process group is gone at exit
+            self._warn.warning("aggregate", "entrowatch: step %d not aggregated (%s); sent by "
+                               "this rank alone", report.step, e)
+            return report
+        if combined == "per-rank":
+            self._warn.warning("aggregate_layout", "entrowatch: step %d logged differently on "
+                               "the ranks of the group; each rank sends it itself", report.step)
+            return report
+        for name, value in vars(dropped).items():
+            setattr(self.dropped, name, getattr(self.dropped, name) + value)
+        if combined is None:
+            return None
+        summary, scalars, learning_rate = combined
+        out = _report.StepReport(report.step, report.time_ns)
+        out.summary = summary
+        out.learning_rate = learning_rate
+        out.named_scalars = scalars
+        return out
 
     def _encode(self, report):
         return _report.encode(report, self.run_id, self.rank, self.world_size, self._phase,
