@@ -13,9 +13,46 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 
 namespace entrowatch::analysis {
+
+// Bins of EntropySummary.histogram (version 1 of the wire protocol): equal
+// width over [0, ln V]. The pooled quantiles a step reads from them are
+// within (ln V) / kEntropyHistogramBins nats of the exact ones.
+inline constexpr int kEntropyHistogramBins = 2048;
+
+// Histogram bin of entropy h (nats) over [0, log_v]: values above log_v
+// (float rounding) fall in the last bin. log_v > 0.
+int EntropyBin(double h, double log_v);
+
+// The EntropySummary of `values` (nats, vocabulary vocab_size >= 2), as a
+// client builds it. generated: empty, or one flag per value (GENERATED).
+// high_entropy_threshold: normalized threshold to count at (0 = not counted).
+entrowatch::v1::EntropySummary SummarizeEntropies(absl::Span<const float> values,
+                                                  uint32_t vocab_size,
+                                                  double high_entropy_threshold,
+                                                  const std::vector<bool>& generated = {});
+
+// Adds `from` into `into`, bin by bin (the merge a job does with its
+// all-reduce). Both have the same vocab_size (an empty `into` takes from's).
+// The high-entropy count stays only when both counted at the same threshold;
+// otherwise the result counts none (threshold 0).
+void MergeEntropySummary(const entrowatch::v1::EntropySummary& from,
+                         entrowatch::v1::EntropySummary* into);
+
+// Values of s with min(1, h / ln V) >= threshold: exact when s counted at
+// this threshold (compared as float32), otherwise estimated from the
+// histogram, uniform within the bin that straddles the threshold.
+double HighEntropyCount(const entrowatch::v1::EntropySummary& s, double threshold);
+
+// Linear-interpolated quantile (as Quantile below) read from `histogram`
+// (equal-width bins over [0, log_v]) whose values lie in [min, max]: each
+// order statistic is placed uniformly within its bin and clamped to
+// [min, max], so the result is within one bin width of the exact quantile.
+double HistogramQuantile(absl::Span<const uint64_t> histogram, double log_v, double min,
+                         double max, double q);
 
 struct HeadAccum {
   double sum = 0;  // sum of per-query entropies (nats)
@@ -43,6 +80,8 @@ struct ReportContribution {
   double learning_rate = 0;
   std::map<std::string, double> scalars;  // named scalars (validated names, finite)
   std::map<uint32_t, double> max_logits;  // layer -> max attention logit
+  // Summaries the report carried (validated), pooled with the raw values.
+  entrowatch::v1::ReportSummary summary;
 
   // Folds one max attention logit of `layer` in (the maximum wins).
   void AddMaxLogit(uint32_t layer, double value) {
@@ -112,9 +151,17 @@ class StepAggregator {
       double loss_sum = 0;
     };
     std::map<uint32_t, RankAccum> per_rank;
-    // Named scalars: sum and count over the reports that sent them.
+    // Named scalars: sum and weight over the reports that sent them.
     std::map<std::string, std::pair<double, int64_t>> scalar_sums;
+    // Entropy summaries pooled per vocabulary size (bin by bin), and their
+    // high-entropy count at options_.high_entropy_threshold.
+    std::map<uint32_t, entrowatch::v1::EntropySummary> summaries;
+    double summary_high = 0;
   };
+
+  void AddSummary(const entrowatch::v1::ReportSummary& summary, PendingStep& p);
+  // Pooled statistics of the raw values and summaries of p into out.
+  void FinalizeTokens(PendingStep& p, entrowatch::v1::StepSummary& out) const;
 
   void Finalize(uint64_t step, bool complete);
   void FinalizeThrough(uint64_t step);

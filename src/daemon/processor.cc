@@ -202,6 +202,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
       heads[h].count += 1;
     }
   }
+  out->summary = report.summary();
   if (report.has_grad()) {
     out->has_grad = true;
     out->grad_norm = report.grad().global_norm();
