@@ -3,15 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <map>
 #include <memory>
-#include <optional>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "aggregation_inputs.h"
 #include "fake_monitor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,106 +17,18 @@
 namespace entrowatch::client {
 namespace {
 
+using ::entrowatch::testing::AggregationOptions;
 using ::entrowatch::testing::FakeMonitor;
 using ::entrowatch::testing::FakeMonitorOptions;
+using ::entrowatch::testing::MakeStep;
+using ::entrowatch::testing::RankData;
 using ::testing::HasSubstr;
 
-constexpr int kRanks = 4;
-constexpr uint32_t kVocab = 152064;
-constexpr uint32_t kLayers = 3;
-constexpr uint32_t kHeads = 4;
-constexpr float kThreshold = 0.8f;
-
-// One rank's raw figures for one step, kept so the float64 reference can be
-// computed from all ranks' values pooled.
-struct RankData {
-  std::vector<float> entropies;
-  std::vector<uint8_t> generated;
-  std::map<uint32_t, std::vector<float>> heads;  // layer -> per-head entropy
-  std::map<uint32_t, float> max_logits;
-  std::optional<double> grad_norm;
-  std::optional<double> loss;
-  std::optional<double> learning_rate;
-
-  RankStepInput Input(uint64_t step) const {
-    RankStepInput in;
-    in.step = step;
-    in.token_entropies = entropies;
-    in.generated = generated;
-    for (const auto& [layer, values] : heads) {
-      LayerAttentionInput a;
-      a.layer = layer;
-      a.head_entropy = values;
-      if (auto it = max_logits.find(layer); it != max_logits.end()) {
-        a.max_logit = it->second;
-      }
-      in.attention.push_back(a);
-    }
-    in.grad_norm = grad_norm;
-    in.loss = loss;
-    in.learning_rate = learning_rate;
-    return in;
-  }
-};
-
-// Random and adversarial entropies: 0, ln V rounded to float (a hair above
-// ln V), values on bin edges, clusters, and one rank without tokens.
-std::vector<RankData> MakeStep(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const double log_v = std::log(static_cast<double>(kVocab));
-  const double bin = log_v / kEntropyHistogramBins;
-  std::uniform_real_distribution<double> uniform(0, log_v);
-  std::normal_distribution<double> cluster(0.8 * log_v, 0.3);
-  std::vector<RankData> ranks(kRanks);
-  for (int r = 0; r < kRanks; ++r) {
-    RankData& d = ranks[r];
-    const int tokens = r == 2 ? 0 : 200 + 150 * r + static_cast<int>(rng() % 50);
-    for (int i = 0; i < tokens; ++i) {
-      double h = 0;
-      switch (i % 6) {
-        case 0:
-          h = uniform(rng);
-          break;
-        case 1:
-          h = std::clamp(cluster(rng), 0.0, log_v);
-          break;
-        case 2:
-          h = bin * static_cast<double>(rng() % kEntropyHistogramBins);  // a bin edge
-          break;
-        case 3:
-          h = i % 12 == 3 ? 0.0 : log_v;
-          break;
-        default:
-          h = kThreshold * log_v + (uniform(rng) - 0.5 * log_v) * 1e-6;  // at the threshold
-      }
-      d.entropies.push_back(static_cast<float>(h));
-      d.generated.push_back(static_cast<uint8_t>(rng() % 3 == 0));
-    }
-    if (r == 1) {
-      d.generated.clear();  // no kinds on this rank
-    }
-    for (uint32_t layer = 0; layer < kLayers; ++layer) {
-      if (r == 1 && layer == 2) {
-        continue;  // this rank skips a layer
-      }
-      const uint32_t heads = (r == 3 && layer == 0) ? kHeads - 1 : kHeads;
-      for (uint32_t h = 0; h < heads; ++h) {
-        d.heads[layer].push_back(static_cast<float>(uniform(rng) * 0.5));
-      }
-      if ((r + layer) % 2 == 0) {
-        d.max_logits[layer] = static_cast<float>(uniform(rng) * 10 - 20);
-      }
-    }
-    d.grad_norm = 1.5 + 0.001 * static_cast<double>(seed % 7);
-    if (r != 3) {
-      d.loss = 2.0 + 0.1 * r + 0.01 * static_cast<double>(seed % 5);
-    }
-    if (r == 0) {
-      d.learning_rate = 3e-4;
-    }
-  }
-  return ranks;
-}
+constexpr int kRanks = ::entrowatch::testing::kAggregationRanks;
+constexpr uint32_t kVocab = ::entrowatch::testing::kAggregationVocab;
+constexpr uint32_t kLayers = ::entrowatch::testing::kAggregationLayers;
+constexpr uint32_t kHeads = ::entrowatch::testing::kAggregationHeads;
+constexpr float kThreshold = ::entrowatch::testing::kAggregationThreshold;
 
 // Linear-interpolated quantile of the pooled values, as the daemon computes
 // it from raw reports.
@@ -258,15 +168,7 @@ void ExpectPooled(const v1::Report& report, const std::vector<RankData>& ranks, 
   }
 }
 
-StepAggregatorOptions Options() {
-  StepAggregatorOptions options;
-  options.run_id = "run-a";
-  options.vocab_size = kVocab;
-  options.high_entropy_threshold = kThreshold;
-  options.attention_layers = kLayers;
-  options.attention_heads = kHeads;
-  return options;
-}
+StepAggregatorOptions Options() { return AggregationOptions("run-a"); }
 
 // A job of kRanks threads over a CpuCollectiveGroup; rank 0 streams to a
 // FakeMonitor.
