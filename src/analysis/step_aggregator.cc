@@ -34,14 +34,6 @@ double LogVocab(uint32_t vocab_size) { return std::log(static_cast<double>(vocab
 
 }  // namespace
 
-int EntropyBin(double h, double log_v) {
-  const double position = h / log_v * kEntropyHistogramBins;
-  if (!(position > 0)) {
-    return 0;
-  }
-  return static_cast<int>(std::min<double>(kEntropyHistogramBins - 1, std::floor(position)));
-}
-
 EntropySummary SummarizeEntropies(absl::Span<const float> values, uint32_t vocab_size,
                                   double high_entropy_threshold,
                                   const std::vector<bool>& generated) {
@@ -113,8 +105,9 @@ void MergeEntropySummary(const EntropySummary& from, EntropySummary* into) {
   if (into->histogram_size() < from.histogram_size()) {
     into->mutable_histogram()->Resize(from.histogram_size(), 0);
   }
+  uint64_t* bins = into->mutable_histogram()->mutable_data();
   for (int i = 0; i < from.histogram_size(); ++i) {
-    into->set_histogram(i, into->histogram(i) + from.histogram(i));
+    bins[i] += from.histogram(i);
   }
   into->set_count(into->count() + from.count());
   into->set_sum(into->sum() + from.sum());

@@ -24,8 +24,16 @@ namespace entrowatch::analysis {
 inline constexpr int kEntropyHistogramBins = 2048;
 
 // Histogram bin of entropy h (nats) over [0, log_v]: values above log_v
-// (float rounding) fall in the last bin. log_v > 0.
-int EntropyBin(double h, double log_v);
+// (float rounding) fall in the last bin. log_v > 0. Inline: ingest's
+// validation uses it without linking the aggregator.
+inline int EntropyBin(double h, double log_v) {
+  const double position = h / log_v * kEntropyHistogramBins;
+  if (!(position > 0)) {
+    return 0;
+  }
+  return position >= kEntropyHistogramBins - 1 ? kEntropyHistogramBins - 1
+                                               : static_cast<int>(position);
+}
 
 // The EntropySummary of `values` (nats, vocabulary vocab_size >= 2), as a
 // client builds it. generated: empty, or one flag per value (GENERATED).

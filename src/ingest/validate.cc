@@ -1,11 +1,14 @@
 #include "ingest/validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "analysis/step_aggregator.h"
 #include "common/status_macros.h"
 #include "common/tensor_view.h"
 #include "compute/input_checks.h"
@@ -209,6 +212,242 @@ absl::Status CheckAttention(const Report& r, const ValidationLimits& limits,
   return absl::OkStatus();
 }
 
+// Bounds of a ReportSummary. A summarized count stays exact in a double.
+constexpr int kMaxEntropySummaries = 16;
+constexpr int kMaxAttentionSummaries = 4096;
+constexpr int kMaxSummaryHeads = 4096;
+constexpr uint64_t kMaxSummarizedTokens = uint64_t{1} << 53;
+
+// Sums a client accumulated (possibly in float32) are checked against the
+// bounds min and max imply, with this relative slack.
+constexpr double kSumTolerance = 1e-3;
+
+bool WithinSlack(double value, double lo, double hi) {
+  const double slack = kSumTolerance * std::max({1.0, std::abs(lo), std::abs(hi)});
+  return value >= lo - slack && value <= hi + slack;
+}
+
+absl::Status CheckEntropySummary(const entrowatch::v1::EntropySummary& e,
+                                 const std::string& field) {
+  if (e.vocab_size() < 2) {
+    return Invalid(field + ".vocab_size", "required (>= 2): the histogram spans [0, ln V]");
+  }
+  if (e.count() > kMaxSummarizedTokens) {
+    return Invalid(field + ".count",
+                   absl::StrCat(e.count(), " tokens, at most ", kMaxSummarizedTokens));
+  }
+  const double count = static_cast<double>(e.count());
+  const double max_h = std::log(static_cast<double>(e.vocab_size()));
+  const double tolerance = 1e-5 * std::max(1.0, max_h);
+  constexpr int kBins = analysis::kEntropyHistogramBins;
+  if (e.histogram_size() != kBins && !(e.histogram_size() == 0 && e.count() == 0)) {
+    return Invalid(field + ".histogram", absl::StrCat("has ", e.histogram_size(),
+                                                      " bins, expected ", kBins,
+                                                      " (or none when count is 0)"));
+  }
+  uint64_t binned = 0;
+  int lowest = -1;
+  int highest = -1;
+  for (int i = 0; i < e.histogram_size(); ++i) {
+    const uint64_t c = e.histogram(i);
+    if (c > kMaxSummarizedTokens - binned) {
+      return Invalid(Indexed(field + ".histogram", i),
+                     absl::StrCat("bins sum to more than ", kMaxSummarizedTokens));
+    }
+    binned += c;
+    if (c > 0) {
+      lowest = lowest < 0 ? i : lowest;
+      highest = i;
+    }
+  }
+  if (binned != e.count()) {
+    return Invalid(field + ".histogram",
+                   absl::StrCat("bins sum to ", binned, ", but count is ", e.count()));
+  }
+  if (e.count() == 0) {
+    if (e.sum() != 0 || e.sum_squares() != 0 || e.min() != 0 || e.max() != 0 ||
+        e.high_entropy_count() != 0 || e.generated_count() != 0 || e.top1_count() != 0 ||
+        e.surprisal_count() != 0) {
+      return Invalid(field, "count is 0, but sums, min, max or other counts are not");
+    }
+    return absl::OkStatus();
+  }
+  const float lo = e.min();
+  const float hi = e.max();
+  if (!std::isfinite(lo) || !std::isfinite(hi) || lo < 0 || lo > hi || hi > max_h + tolerance) {
+    return Invalid(field + ".min", absl::StrCat("min ", lo, " and max ", hi,
+                                                " must satisfy 0 <= min <= max <= log(vocab_size ",
+                                                e.vocab_size(), ") = ", max_h));
+  }
+  // Float rounding at a bin edge may move a value by one bin.
+  const int lo_bin = analysis::EntropyBin(lo, max_h);
+  const int hi_bin = analysis::EntropyBin(hi, max_h);
+  if (std::abs(lowest - lo_bin) > 1 || std::abs(highest - hi_bin) > 1) {
+    return Invalid(field + ".histogram",
+                   absl::StrCat("non-empty bins ", lowest, "..", highest, " do not match min ", lo,
+                                " (bin ", lo_bin, ") and max ", hi, " (bin ", hi_bin,
+                                "); bin = floor(h / ln V * ", kBins, ")"));
+  }
+  if (!std::isfinite(e.sum()) || !WithinSlack(e.sum(), count * lo, count * hi)) {
+    return Invalid(field + ".sum", absl::StrCat(e.sum(), " is not within count x [min, max] = [",
+                                                count * lo, ", ", count * hi, "]"));
+  }
+  const double squares_lo = e.sum() * e.sum() / count;
+  const double squares_hi = count * static_cast<double>(hi) * hi;
+  if (!std::isfinite(e.sum_squares()) || !WithinSlack(e.sum_squares(), squares_lo, squares_hi)) {
+    return Invalid(field + ".sum_squares",
+                   absl::StrCat(e.sum_squares(), " is not within [sum^2 / count, count x max^2] = [",
+                                squares_lo, ", ", squares_hi, "]"));
+  }
+  const float threshold = e.high_entropy_threshold();
+  if (!std::isfinite(threshold) || threshold < 0 || threshold > 1) {
+    return Invalid(field + ".high_entropy_threshold",
+                   absl::StrCat("must be in [0, 1] (0 = not counted), got ", threshold));
+  }
+  if (e.high_entropy_count() > e.count() || (threshold == 0 && e.high_entropy_count() != 0)) {
+    return Invalid(field + ".high_entropy_count",
+                   absl::StrCat(e.high_entropy_count(), " must be at most count ", e.count(),
+                                ", and 0 when high_entropy_threshold is 0"));
+  }
+  const double generated = static_cast<double>(e.generated_count());
+  if (e.generated_count() > e.count()) {
+    return Invalid(field + ".generated_count",
+                   absl::StrCat(e.generated_count(), " exceeds count ", e.count()));
+  }
+  if (!std::isfinite(e.generated_sum()) ||
+      !WithinSlack(e.generated_sum(), generated * lo, generated * hi)) {
+    return Invalid(field + ".generated_sum",
+                   absl::StrCat(e.generated_sum(), " is not within generated_count x [min, max]"));
+  }
+  if (e.top1_count() > e.count() || e.surprisal_count() > e.count()) {
+    return Invalid(field + ".top1_count", absl::StrCat("top1_count ", e.top1_count(),
+                                                       " and surprisal_count ", e.surprisal_count(),
+                                                       " must be at most count ", e.count()));
+  }
+  if (!std::isfinite(e.top1_prob_sum()) ||
+      !WithinSlack(e.top1_prob_sum(), 0, static_cast<double>(e.top1_count()))) {
+    return Invalid(field + ".top1_prob_sum",
+                   absl::StrCat(e.top1_prob_sum(), " is not within [0, top1_count]"));
+  }
+  if (!FiniteNonNegative(e.surprisal_sum())) {
+    return Invalid(field + ".surprisal_sum",
+                   absl::StrCat("must be finite and >= 0, got ", e.surprisal_sum()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAttentionSummary(const entrowatch::v1::AttentionSummary& a,
+                                   const std::string& field) {
+  if (a.head_entropy_sum_size() == 0 || a.head_entropy_sum_size() > kMaxSummaryHeads) {
+    return Invalid(field + ".head_entropy_sum",
+                   absl::StrCat("has ", a.head_entropy_sum_size(), " heads, expected 1 to ",
+                                kMaxSummaryHeads));
+  }
+  if (a.head_count_size() != a.head_entropy_sum_size()) {
+    return Invalid(field + ".head_count", absl::StrCat("has ", a.head_count_size(),
+                                                       " entries, expected one per head (",
+                                                       a.head_entropy_sum_size(), ")"));
+  }
+  for (int h = 0; h < a.head_entropy_sum_size(); ++h) {
+    const double sum = a.head_entropy_sum(h);
+    if (!FiniteNonNegative(sum) || (a.head_count(h) == 0 && sum != 0) ||
+        a.head_count(h) > kMaxSummarizedTokens) {
+      return Invalid(Indexed(field + ".head_entropy_sum", h),
+                     absl::StrCat("sum ", sum, " over ", a.head_count(h),
+                                  " entropies must be finite, >= 0, and 0 when the count is 0"));
+    }
+  }
+  if (a.has_max_logit() && !std::isfinite(a.max_logit())) {
+    return Invalid(field + ".max_logit", absl::StrCat("must be finite, got ", a.max_logit()));
+  }
+  return absl::OkStatus();
+}
+
+// Rank figures of a job-level aggregate; `tokens` is what the report carries.
+absl::Status CheckRankSummaries(const Report& r, uint64_t tokens) {
+  const auto& ranks = r.summary().ranks();
+  if (r.has_grad()) {
+    return Invalid("grad", "a report with summary.ranks carries each rank's grad norm there");
+  }
+  if (r.scalars().has_loss()) {
+    return Invalid("scalars.loss", "a report with summary.ranks carries each rank's loss there");
+  }
+  const uint32_t world = EffectiveWorldSize(r);
+  std::vector<uint32_t> listed;
+  listed.reserve(static_cast<size_t>(ranks.size()));
+  uint64_t listed_tokens = 0;
+  for (int i = 0; i < ranks.size(); ++i) {
+    const auto& rank = ranks[i];
+    const std::string field = Indexed("summary.ranks", i);
+    if (rank.rank() >= world) {
+      return Invalid(field + ".rank",
+                     absl::StrCat(rank.rank(), " must be below world_size ", world));
+    }
+    listed.push_back(rank.rank());
+    if (!FiniteNonNegative(rank.entropy_mean())) {
+      return Invalid(field + ".entropy_mean",
+                     absl::StrCat("must be finite and >= 0, got ", rank.entropy_mean()));
+    }
+    if (!(std::isnan(rank.grad_norm()) || rank.grad_norm() >= 0)) {
+      return Invalid(field + ".grad_norm",
+                     absl::StrCat("must be >= 0 (or NaN/+Inf), got ", rank.grad_norm()));
+    }
+    if (rank.token_count() > kMaxSummarizedTokens - listed_tokens) {
+      return Invalid(field + ".token_count", absl::StrCat("sum exceeds ", kMaxSummarizedTokens));
+    }
+    listed_tokens += rank.token_count();
+  }
+  std::sort(listed.begin(), listed.end());
+  if (auto dup = std::adjacent_find(listed.begin(), listed.end()); dup != listed.end()) {
+    return Invalid("summary.ranks", absl::StrCat("rank ", *dup, " is listed twice"));
+  }
+  if (listed_tokens != tokens) {
+    return Invalid("summary.ranks", absl::StrCat("token counts sum to ", listed_tokens,
+                                                 ", but the report carries ", tokens,
+                                                 " tokens (summaries and raw values)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSummary(const Report& r, int64_t raw_rows) {
+  const auto& summary = r.summary();
+  if (summary.entropy_size() > kMaxEntropySummaries) {
+    return Invalid("summary.entropy", absl::StrCat(summary.entropy_size(),
+                                                   " summaries, at most ", kMaxEntropySummaries));
+  }
+  if (summary.attention_size() > kMaxAttentionSummaries) {
+    return Invalid("summary.attention", absl::StrCat(summary.attention_size(),
+                                                     " layers, at most ", kMaxAttentionSummaries));
+  }
+  uint64_t tokens = static_cast<uint64_t>(raw_rows);
+  for (int i = 0; i < summary.entropy_size(); ++i) {
+    const auto& e = summary.entropy(i);
+    const std::string field = Indexed("summary.entropy", i);
+    RETURN_IF_ERROR(CheckEntropySummary(e, field));
+    for (int j = 0; j < i; ++j) {
+      if (summary.entropy(j).vocab_size() == e.vocab_size()) {
+        return Invalid(field + ".vocab_size",
+                       absl::StrCat(e.vocab_size(), " is already summarized in summary.entropy[",
+                                    j, "] (one summary per vocabulary)"));
+      }
+    }
+    tokens += e.count();
+  }
+  std::vector<uint32_t> layers;
+  for (int i = 0; i < summary.attention_size(); ++i) {
+    RETURN_IF_ERROR(CheckAttentionSummary(summary.attention(i), Indexed("summary.attention", i)));
+    layers.push_back(summary.attention(i).layer());
+  }
+  std::sort(layers.begin(), layers.end());
+  if (auto dup = std::adjacent_find(layers.begin(), layers.end()); dup != layers.end()) {
+    return Invalid("summary.attention", absl::StrCat("layer ", *dup, " is summarized twice"));
+  }
+  if (summary.ranks_size() > 0) {
+    RETURN_IF_ERROR(CheckRankSummaries(r, tokens));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateRunId(const std::string& run_id) {
@@ -251,6 +490,8 @@ absl::Status ValidateReport(const Report& r, const ValidationLimits& limits) {
                    absl::StrCat(elements, " tensor elements exceed ingest.max_elements_per_report ",
                                 limits.max_elements_per_report));
   }
+  // Summarized tokens are not rows: they cost the daemon one histogram.
+  RETURN_IF_ERROR(CheckSummary(r, rows));
   if (r.has_grad()) {
     // NaN and +Inf are accepted: a diverged step is evidence (NON_FINITE),
     // not garbage.

@@ -53,6 +53,34 @@ TEST(ValidateTest, NonFiniteLossAndGradNormAreEvidence) {
   EXPECT_TRUE(ValidateReport(r, Limits()).ok());
 }
 
+// Summaries do not count as token rows: a job's aggregate of many tokens
+// passes max_rows_per_report (8 in these cases).
+TEST(ValidateTest, ValidSummaryAndRankListAreAccepted) {
+  v1::Report r = testing::ValidBaseReport();
+  testing::AddValidSummary(&r);
+  EXPECT_TRUE(ValidateReport(r, Limits()).ok()) << ValidateReport(r, Limits());
+  r = testing::ValidBaseReport();
+  testing::AddValidRankList(&r);
+  EXPECT_TRUE(ValidateReport(r, Limits()).ok()) << ValidateReport(r, Limits());
+  v1::Report big = testing::MakeReport("big", 1, 1);
+  big.mutable_summary()->add_entropy()->CopyFrom(r.summary().entropy(0));
+  v1::EntropySummary* e = big.mutable_summary()->mutable_entropy(0);
+  e->set_count(e->count() * 1000000);
+  e->set_sum(e->sum() * 1000000);
+  e->set_sum_squares(e->sum_squares() * 1000000);
+  e->set_high_entropy_count(e->high_entropy_count() * 1000000);
+  e->set_generated_count(1000000);
+  e->set_generated_sum(e->generated_sum() * 1000000);
+  for (int i = 0; i < e->histogram_size(); ++i) {
+    e->set_histogram(i, e->histogram(i) * 1000000);
+  }
+  EXPECT_TRUE(ValidateReport(big, Limits()).ok()) << ValidateReport(big, Limits());
+  // An empty summary (a rank without tokens) is valid without a histogram.
+  v1::Report empty = testing::MakeReport("empty", 1, 1);
+  empty.mutable_summary()->add_entropy()->set_vocab_size(32000);
+  EXPECT_TRUE(ValidateReport(empty, Limits()).ok()) << ValidateReport(empty, Limits());
+}
+
 class ValidationRuleTest : public ::testing::TestWithParam<ValidationCase> {};
 
 TEST_P(ValidationRuleTest, RejectedWithFieldAndProblem) {

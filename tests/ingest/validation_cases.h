@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "analysis/step_aggregator.h"
 #include "daemon/report_builder.h"
 
 namespace entrowatch::testing {
@@ -49,10 +50,183 @@ inline v1::Report ValidBaseReport(const std::string& run = "valid-run") {
   return r;
 }
 
+// Adds a valid summary: entropies {0.5, 1.5, 2.0} of vocabulary 16 (2.0
+// generated; 2 at or above the normalized threshold 0.5) and layer 2's two
+// heads, each a sum over two entropies.
+inline void AddValidSummary(v1::Report* r) {
+  v1::EntropySummary* e = r->mutable_summary()->add_entropy();
+  e->set_vocab_size(16);
+  e->mutable_histogram()->Resize(analysis::kEntropyHistogramBins, 0);
+  for (double h : {0.5, 1.5, 2.0}) {
+    e->set_histogram(analysis::EntropyBin(h, std::log(16.0)),
+                     e->histogram(analysis::EntropyBin(h, std::log(16.0))) + 1);
+  }
+  e->set_count(3);
+  e->set_sum(4.0);
+  e->set_sum_squares(6.5);
+  e->set_min(0.5f);
+  e->set_max(2.0f);
+  e->set_high_entropy_threshold(0.5f);
+  e->set_high_entropy_count(2);
+  e->set_generated_count(1);
+  e->set_generated_sum(2.0);
+  v1::AttentionSummary* a = r->mutable_summary()->add_attention();
+  a->set_layer(2);
+  a->add_head_entropy_sum(3.0);
+  a->add_head_entropy_sum(2.0);
+  a->add_head_count(2);
+  a->add_head_count(2);
+}
+
+// Turns the report into a job-level aggregate of ranks 0 and 1 (world size 2)
+// carrying its 7 tokens: 2 logits rows, 2 raw entropies, 3 summarized.
+inline void AddValidRankList(v1::Report* r) {
+  AddValidSummary(r);
+  r->clear_grad();
+  r->mutable_scalars()->clear_loss();
+  for (uint32_t rank : {0u, 1u}) {
+    v1::RankSummary* s = r->mutable_summary()->add_ranks();
+    s->set_rank(rank);
+    s->set_token_count(rank == 0 ? 4 : 3);
+    s->set_entropy_mean(1.0);
+    s->set_has_grad_norm(true);
+    s->set_grad_norm(0.5);
+    s->set_has_loss(true);
+    s->set_loss(std::nan(""));
+  }
+}
+
+// Rules of Report.summary.
+inline std::vector<ValidationCase> SummaryValidationCases() {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto entropy = [](v1::Report* r) {
+    AddValidSummary(r);
+    return r->mutable_summary()->mutable_entropy(0);
+  };
+  auto attention = [](v1::Report* r) {
+    AddValidSummary(r);
+    return r->mutable_summary()->mutable_attention(0);
+  };
+  auto ranks = [](v1::Report* r) {
+    AddValidRankList(r);
+    return r->mutable_summary()->mutable_ranks();
+  };
+  return {
+      {"SummaryVocabMissing", [=](v1::Report* r) { entropy(r)->set_vocab_size(1); },
+       "summary.entropy[0].vocab_size: required (>= 2)"},
+      {"SummaryHistogramSize",
+       [=](v1::Report* r) { entropy(r)->mutable_histogram()->Truncate(10); },
+       "summary.entropy[0].histogram: has 10 bins, expected 2048 (or none when count is 0)"},
+      {"SummaryHistogramSum", [=](v1::Report* r) { entropy(r)->set_count(4); },
+       "summary.entropy[0].histogram: bins sum to 3, but count is 4"},
+      {"SummaryHistogramOutsideMinMax",
+       [=](v1::Report* r) {
+         v1::EntropySummary* e = entropy(r);
+         e->set_histogram(analysis::EntropyBin(0.5, std::log(16.0)), 0);
+         e->set_histogram(0, 1);
+       },
+       "summary.entropy[0].histogram: non-empty bins 0..1477 do not match min 0.5 (bin 369)"},
+      {"SummaryMinAboveMax", [=](v1::Report* r) { entropy(r)->set_min(3.0f); },
+       "summary.entropy[0].min: min 3 and max 2 must satisfy 0 <= min <= max"},
+      {"SummaryMaxAboveLogVocab", [=](v1::Report* r) { entropy(r)->set_max(2.9f); },
+       "log(vocab_size 16)"},
+      {"SummaryNanSum", [=](v1::Report* r) { entropy(r)->set_sum(nan); },
+       "summary.entropy[0].sum: nan is not within count x [min, max] = [1.5, 6]"},
+      {"SummarySumOutOfRange", [=](v1::Report* r) { entropy(r)->set_sum(100); },
+       "summary.entropy[0].sum: 100 is not within"},
+      {"SummarySquaresMissing", [=](v1::Report* r) { entropy(r)->set_sum_squares(0); },
+       "summary.entropy[0].sum_squares: 0 is not within [sum^2 / count, count x max^2]"},
+      {"SummaryThresholdAboveOne",
+       [=](v1::Report* r) { entropy(r)->set_high_entropy_threshold(1.5f); },
+       "summary.entropy[0].high_entropy_threshold: must be in [0, 1] (0 = not counted), got 1.5"},
+      {"SummaryHighCountAboveCount", [=](v1::Report* r) { entropy(r)->set_high_entropy_count(4); },
+       "summary.entropy[0].high_entropy_count: 4 must be at most count 3"},
+      {"SummaryHighCountWithoutThreshold",
+       [=](v1::Report* r) { entropy(r)->set_high_entropy_threshold(0); },
+       "summary.entropy[0].high_entropy_count: 2 must be at most count 3, and 0 when"},
+      {"SummaryGeneratedAboveCount", [=](v1::Report* r) { entropy(r)->set_generated_count(5); },
+       "summary.entropy[0].generated_count: 5 exceeds count 3"},
+      {"SummaryGeneratedSum", [=](v1::Report* r) { entropy(r)->set_generated_sum(-1); },
+       "summary.entropy[0].generated_sum: -1 is not within"},
+      {"SummaryTop1AboveOne",
+       [=](v1::Report* r) {
+         entropy(r)->set_top1_count(1);
+         r->mutable_summary()->mutable_entropy(0)->set_top1_prob_sum(2);
+       },
+       "summary.entropy[0].top1_prob_sum: 2 is not within [0, top1_count]"},
+      {"SummaryNegativeSurprisal", [=](v1::Report* r) { entropy(r)->set_surprisal_sum(-2); },
+       "summary.entropy[0].surprisal_sum: must be finite and >= 0, got -2"},
+      {"SummaryEmptyWithSums",
+       [=](v1::Report* r) {
+         v1::EntropySummary* e = entropy(r);
+         e->clear_histogram();
+         e->set_count(0);
+       },
+       "summary.entropy[0]: count is 0, but sums, min, max or other counts are not"},
+      {"SummaryVocabTwice",
+       [=](v1::Report* r) {
+         const v1::EntropySummary copy = *entropy(r);
+         *r->mutable_summary()->add_entropy() = copy;
+       },
+       "summary.entropy[1].vocab_size: 16 is already summarized in summary.entropy[0]"},
+      {"TooManyEntropySummaries",
+       [](v1::Report* r) {
+         for (uint32_t v = 2; v < 19; ++v) {
+           r->mutable_summary()->add_entropy()->set_vocab_size(v);
+         }
+       },
+       "summary.entropy: 17 summaries, at most 16"},
+      {"AttentionSummaryCountsMismatch",
+       [=](v1::Report* r) { attention(r)->mutable_head_count()->RemoveLast(); },
+       "summary.attention[0].head_count: has 1 entries, expected one per head (2)"},
+      {"AttentionSummaryNegative", [=](v1::Report* r) { attention(r)->set_head_entropy_sum(1, -1); },
+       "summary.attention[0].head_entropy_sum[1]: sum -1 over 2 entropies must be finite"},
+      {"AttentionSummarySumWithoutCount", [=](v1::Report* r) { attention(r)->set_head_count(0, 0); },
+       "summary.attention[0].head_entropy_sum[0]"},
+      {"AttentionSummaryNoHeads",
+       [=](v1::Report* r) {
+         attention(r)->clear_head_entropy_sum();
+         r->mutable_summary()->mutable_attention(0)->clear_head_count();
+       },
+       "summary.attention[0].head_entropy_sum: has 0 heads, expected 1 to 4096"},
+      {"AttentionSummaryLayerTwice",
+       [=](v1::Report* r) {
+         const v1::AttentionSummary copy = *attention(r);
+         *r->mutable_summary()->add_attention() = copy;
+       },
+       "summary.attention: layer 2 is summarized twice"},
+      {"AttentionSummaryInfiniteMaxLogit",
+       [=](v1::Report* r) { attention(r)->set_max_logit(std::numeric_limits<float>::infinity()); },
+       "summary.attention[0].max_logit: must be finite, got inf"},
+      {"RankListWithOwnGradNorm",
+       [=](v1::Report* r) {
+         ranks(r);
+         r->mutable_grad()->set_global_norm(1);
+       },
+       "grad: a report with summary.ranks carries each rank's grad norm there"},
+      {"RankListWithOwnLoss",
+       [=](v1::Report* r) {
+         ranks(r);
+         r->mutable_scalars()->set_loss(1);
+       },
+       "scalars.loss: a report with summary.ranks carries each rank's loss there"},
+      {"RankListRankTooHigh", [=](v1::Report* r) { ranks(r)->Mutable(1)->set_rank(2); },
+       "summary.ranks[1].rank: 2 must be below world_size 2"},
+      {"RankListedTwice", [=](v1::Report* r) { ranks(r)->Mutable(1)->set_rank(0); },
+       "summary.ranks: rank 0 is listed twice"},
+      {"RankListTokenCounts", [=](v1::Report* r) { ranks(r)->Mutable(1)->set_token_count(4); },
+       "summary.ranks: token counts sum to 8, but the report carries 7 tokens"},
+      {"RankListNegativeMean", [=](v1::Report* r) { ranks(r)->Mutable(0)->set_entropy_mean(-1); },
+       "summary.ranks[0].entropy_mean: must be finite and >= 0, got -1"},
+      {"RankListNegativeGradNorm", [=](v1::Report* r) { ranks(r)->Mutable(0)->set_grad_norm(-3); },
+       "summary.ranks[0].grad_norm: must be >= 0 (or NaN/+Inf), got -3"},
+  };
+}
+
 inline std::vector<ValidationCase> ValidationCases() {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
-  return {
+  std::vector<ValidationCase> cases = {
       {"EmptyRunId", [](v1::Report* r) { r->set_run_id(""); }, "run_id: must be 1-128"},
       {"LongRunId", [](v1::Report* r) { r->set_run_id(std::string(129, 'a')); },
        "run_id: must be 1-128 characters, got 129"},
@@ -209,6 +383,9 @@ inline std::vector<ValidationCase> ValidationCases() {
       {"TooManyRows", [](v1::Report* r) { AddEntropies(r, std::vector<float>(7, 0.5f), 16); },
        "11 token rows exceed ingest.max_rows_per_report 8"},
   };
+  const std::vector<ValidationCase> summary = SummaryValidationCases();
+  cases.insert(cases.end(), summary.begin(), summary.end());
+  return cases;
 }
 
 }  // namespace entrowatch::testing
