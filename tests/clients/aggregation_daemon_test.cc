@@ -156,6 +156,9 @@ TEST(AggregationDaemonTest, AggregatedRunEqualsTheSameRunSentPerRank) {
   ASSERT_EQ(raw->history_size(), kSteps);
   ASSERT_EQ(agg->history_size(), kSteps);
   for (int s = 0; s < kSteps; ++s) {
+    ASSERT_GT(raw->history(s).token_count(), 0u);
+    ASSERT_EQ(raw->history(s).layers_size(), 3);
+    ASSERT_EQ(raw->history(s).ranks_size(), kAggregationRanks);
     ExpectSameStep(agg->history(s), raw->history(s));
   }
 }

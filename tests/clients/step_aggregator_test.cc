@@ -229,6 +229,8 @@ TEST_F(StepAggregatorTest, EveryRankGetsThePooledStatisticsOfAllRanks) {
   for (int s = 0; s < kSteps; ++s) {
     SCOPED_TRACE(::testing::Message() << "step " << s + 1);
     ExpectPooled(reports[0][s], data[s], s + 1);
+    // The size the README states: packed histogram counts plus ~40 B a rank.
+    EXPECT_LT(reports[0][s].ByteSizeLong(), 6 * 1024 + 40 * kRanks + 512);
     for (int r = 1; r < kRanks; ++r) {
       EXPECT_EQ(reports[r][s].SerializeAsString(), reports[0][s].SerializeAsString())
           << "rank " << r << " differs from rank 0";
@@ -262,15 +264,22 @@ TEST_F(StepAggregatorTest, InvalidInputOnOneRankFailsTheStepOnEveryRank) {
   const std::vector<RankData> good = MakeStep(300);
   std::vector<RankData> bad = good;
   bad[1].entropies[7] = std::nanf("");
-  std::vector<absl::Status> first(kRanks), second(kRanks);
+  std::vector<absl::Status> first(kRanks), second(kRanks), third(kRanks);
   OnEveryRank([&](int r, StepAggregator* aggregator) {
     first[r] = aggregator->ReportStep(bad[r].Input(1));
     second[r] = aggregator->ReportStep(good[r].Input(2));
+    RankStepInput no_heads = good[r].Input(3);
+    if (r == 3) {
+      no_heads.attention[0].head_entropy = {};
+    }
+    third[r] = aggregator->ReportStep(no_heads);
   });
   for (int r = 0; r < kRanks; ++r) {
     EXPECT_EQ(first[r].code(), absl::StatusCode::kInvalidArgument) << first[r];
     EXPECT_TRUE(second[r].ok()) << second[r];
+    EXPECT_EQ(third[r].code(), absl::StatusCode::kInvalidArgument) << third[r];
   }
+  EXPECT_THAT(third[3].message(), HasSubstr("attention[0] has no heads"));
   EXPECT_THAT(first[1].message(), HasSubstr("token_entropies[7] = nan"));
   EXPECT_THAT(first[0].message(), HasSubstr("rank 1's input for step 1 was invalid"));
   ASSERT_TRUE(client_->Flush(absl::Now() + absl::Seconds(20)).ok());

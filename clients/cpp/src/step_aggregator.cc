@@ -124,6 +124,9 @@ absl::Status StepAggregator::CheckInput(const RankStepInput& input) const {
           absl::StrCat("attention[", b, "]: layer ", layer.layer, " appears twice"));
     }
     seen[layer.layer] = true;
+    if (layer.head_entropy.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("attention[", b, "] has no heads"));
+    }
     if (layer.head_entropy.size() > options_.attention_heads) {
       return absl::InvalidArgumentError(
           absl::StrCat("attention[", b, "] has ", layer.head_entropy.size(),
@@ -299,8 +302,8 @@ v1::Report StepAggregator::BuildReport(uint64_t step, v1::Phase phase,
     while (used > 0 && head_counts[used - 1] == 0) {
       --used;
     }
-    const bool has_max_logit = maxima[kMaxLogits + layer] > kNegInf;
-    if (used == 0 && !has_max_logit) {
+    // Every reported layer has a head (CheckInput), so this layer was not.
+    if (used == 0) {
       continue;
     }
     v1::AttentionSummary* attention = summary->add_attention();
@@ -309,7 +312,7 @@ v1::Report StepAggregator::BuildReport(uint64_t step, v1::Phase phase,
       attention->add_head_entropy_sum(head_sums[h]);
       attention->add_head_count(static_cast<uint64_t>(head_counts[h]));
     }
-    if (has_max_logit) {
+    if (maxima[kMaxLogits + layer] > kNegInf) {
       attention->set_max_logit(static_cast<float>(maxima[kMaxLogits + layer]));
     }
   }

@@ -71,7 +71,7 @@ struct StepAggregatorOptions {
 // Attention entropies of one layer on this rank (as AttentionEntropies).
 struct LayerAttentionInput {
   uint32_t layer = 0;
-  absl::Span<const float> head_entropy;  // nats, one per head (<= attention_heads)
+  absl::Span<const float> head_entropy;  // nats, one per head (1 to attention_heads)
   std::optional<float> max_logit;
 };
 
