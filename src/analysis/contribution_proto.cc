@@ -33,6 +33,7 @@ store::v1::Contribution ToProto(const ReportContribution& c) {
   p.set_learning_rate(c.learning_rate);
   p.mutable_scalars()->insert(c.scalars.begin(), c.scalars.end());
   p.mutable_max_logits()->insert(c.max_logits.begin(), c.max_logits.end());
+  *p.mutable_summary() = c.summary;
   return p;
 }
 
@@ -66,6 +67,7 @@ ReportContribution FromProto(const store::v1::Contribution& p) {
   for (const auto& [layer, value] : p.max_logits()) {
     c.max_logits.emplace(layer, value);
   }
+  c.summary = p.summary();
   return c;
 }
 

@@ -35,6 +35,11 @@ ReportContribution Full() {
   c.learning_rate = 3e-4;
   c.scalars = {{"reward", -1.5}, {"kl", 0.0625}};
   c.max_logits = {{0, 31.0}, {17, -2.0}};
+  entrowatch::v1::EntropySummary* e = c.summary.add_entropy();
+  e->set_vocab_size(32000);
+  e->set_count(5);
+  e->set_sum(6.5);
+  c.summary.add_ranks()->set_rank(3);
   return c;
 }
 
@@ -70,6 +75,7 @@ void ExpectEqual(const ReportContribution& a, const ReportContribution& b) {
   EXPECT_EQ(a.learning_rate, b.learning_rate);
   EXPECT_EQ(a.scalars, b.scalars);
   EXPECT_EQ(a.max_logits, b.max_logits);
+  EXPECT_EQ(a.summary.SerializeAsString(), b.summary.SerializeAsString());
 }
 
 TEST(ContributionProtoTest, RoundTripsEveryFieldThroughTheWireFormat) {
