@@ -121,6 +121,18 @@ constexpr Row kRows[] = {
      "store.max_db_bytes), io or other; the affected reports were refused with UNAVAILABLE."},
     {"entrowatch_store_db_bytes", Kind::kGauge, {},
      "Bytes of the state database and its WAL on disk."},
+    {"entrowatch_alertmanager_pushes_total", Kind::kCounter, {},
+     "POSTs of alerts to Alertmanager (alertmanager.url), delivered or not."},
+    {"entrowatch_alertmanager_push_failures_total", Kind::kCounter, {"reason"},
+     "Failed POSTs to Alertmanager by reason: unreachable, timeout, server_error (retried with "
+     "backoff) or rejected (4xx, dropped)."},
+    {"entrowatch_alertmanager_push_failing", Kind::kGauge, {},
+     "1 from a failed POST to Alertmanager until the next delivered one."},
+    {"entrowatch_alertmanager_updates_dropped_total", Kind::kCounter, {},
+     "Run updates for Alertmanager dropped because the push queue (alertmanager.queue_max_updates) "
+     "was full."},
+    {"entrowatch_alertmanager_alerts_firing", Kind::kGauge, {},
+     "Alerts entrowatchd has firing in Alertmanager, as of the last POST."},
     {"entrowatch_build_info", Kind::kGauge, {"version", "backend"},
      "Version and compute backend of this entrowatchd."},
 };
@@ -238,6 +250,8 @@ constexpr const char* kKnownOutcomes[] = {"ok",
 constexpr const char* kSkipReasons[] = {"nonfinite"};
 constexpr const char* kStoreFailureReasons[] = {"full", "io", "other"};
 constexpr const char* kComputeKinds[] = {"token", "attention"};
+constexpr const char* kPushFailureReasons[] = {"unreachable", "timeout", "server_error",
+                                               "rejected"};
 
 }  // namespace
 
@@ -707,6 +721,15 @@ Metrics::Metrics(const MetricsOptions& options)
         return c.Add<RowOf("entrowatch_store_failures_total")>(reason);
       },
       kStoreFailureReasons);
+  pushes_ = &c.Add<RowOf("entrowatch_alertmanager_pushes_total")>();
+  push_failing_ = &c.Add<RowOf("entrowatch_alertmanager_push_failing")>();
+  push_updates_dropped_ = &c.Add<RowOf("entrowatch_alertmanager_updates_dropped_total")>();
+  alerts_firing_ = &c.Add<RowOf("entrowatch_alertmanager_alerts_firing")>();
+  push_failures_ = std::make_unique<SeriesByLabel<prometheus::Counter>>(
+      [&c](const std::string& reason) -> prometheus::Counter& {
+        return c.Add<RowOf("entrowatch_alertmanager_push_failures_total")>(reason);
+      },
+      kPushFailureReasons);
   compute_seconds_ = std::make_unique<SeriesByLabel<prometheus::Histogram>>(
       [&c, backend = options_.backend](const std::string& kind) -> prometheus::Histogram& {
         return c.AddHistogram<RowOf("entrowatch_compute_seconds")>(kComputeBuckets, backend, kind);
@@ -776,6 +799,22 @@ void Metrics::MemoryLevel(int64_t resident_bytes, int64_t budget_bytes) {
 }
 
 void Metrics::StreamShed() { streams_shed_->Increment(); }
+
+void Metrics::PushDelivered() { pushes_->Increment(); }
+
+void Metrics::PushFailed(absl::string_view reason) {
+  pushes_->Increment();
+  push_failures_->Get(reason).Increment();
+}
+
+void Metrics::PushUpdatesDropped(int64_t updates) {
+  push_updates_dropped_->Increment(static_cast<double>(updates));
+}
+
+void Metrics::SetPushState(int64_t alerts_firing, bool failing) {
+  alerts_firing_->Set(static_cast<double>(alerts_firing));
+  push_failing_->Set(failing ? 1 : 0);
+}
 
 std::unique_ptr<RunSink> Metrics::Open(const std::string& run_id) {
   return std::make_unique<PrometheusRunSink>(*catalog_, options_, run_id);

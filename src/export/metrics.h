@@ -47,7 +47,7 @@ struct MetricDescriptor {
 // Every family entrowatchd exports, in catalog order.
 std::vector<MetricDescriptor> MetricCatalog();
 
-class Metrics final : public ProcessorStats, public Sink {
+class Metrics final : public ProcessorStats, public AlertPushStats, public Sink {
  public:
   explicit Metrics(const MetricsOptions& options);
   Metrics(const Metrics&) = delete;
@@ -79,6 +79,12 @@ class Metrics final : public ProcessorStats, public Sink {
   void SetRuns(int64_t runs) override;
   void StoreFailure(absl::string_view reason) override;
   void SetStoreBytes(int64_t bytes) override;
+
+  // AlertPushStats. Lock-free for the known failure reasons.
+  void PushDelivered() override;
+  void PushFailed(absl::string_view reason) override;
+  void PushUpdatesDropped(int64_t updates) override;
+  void SetPushState(int64_t alerts_firing, bool failing) override;
 
   // Ingest queue levels and the daemon's resident memory against its budget
   // (0 = none), sampled periodically.
@@ -133,7 +139,12 @@ class Metrics final : public ProcessorStats, public Sink {
   prometheus::Gauge* resident_bytes_;
   prometheus::Gauge* memory_budget_bytes_;
   prometheus::Gauge* store_bytes_;
+  prometheus::Counter* pushes_;
+  prometheus::Counter* push_updates_dropped_;
+  prometheus::Gauge* push_failing_;
+  prometheus::Gauge* alerts_firing_;
   std::unique_ptr<SeriesByLabel<prometheus::Counter>> outcomes_;
+  std::unique_ptr<SeriesByLabel<prometheus::Counter>> push_failures_;
   std::unique_ptr<SeriesByLabel<prometheus::Counter>> rows_skipped_;
   std::unique_ptr<SeriesByLabel<prometheus::Counter>> store_failures_;
   std::unique_ptr<SeriesByLabel<prometheus::Histogram>> compute_seconds_;

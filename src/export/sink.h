@@ -89,4 +89,23 @@ class ProcessorStats {
   virtual void SetStoreBytes(int64_t bytes) = 0;
 };
 
+// How the Alertmanager push fares, for the Prometheus exporter to export;
+// tests record it. Thread-safe, non-blocking.
+class AlertPushStats {
+ public:
+  virtual ~AlertPushStats() = default;
+  // One POST to Alertmanager was answered 2xx.
+  virtual void PushDelivered() = 0;
+  // One POST failed. reason: unreachable (refused, reset, no such host),
+  // timeout, server_error (5xx, 429 or another status that is worth a retry)
+  // or rejected (any other 4xx: the alerts are dropped, a resend cannot
+  // help).
+  virtual void PushFailed(absl::string_view reason) = 0;
+  // Run updates dropped because the push queue was full.
+  virtual void PushUpdatesDropped(int64_t updates) = 0;
+  // Alerts firing as of the last post attempt, and whether posts are
+  // failing now (from the first failure to the next delivered post).
+  virtual void SetPushState(int64_t alerts_firing, bool failing) = 0;
+};
+
 }  // namespace entrowatch::exporter

@@ -17,7 +17,10 @@
 // bounded queue that the pusher's own thread drains. That thread posts new
 // and resolved alerts at once, re-posts active ones every
 // resend_interval_seconds, and retries with exponential backoff while
-// Alertmanager is unreachable.
+// Alertmanager is unreachable. A failing push is a degraded mode, not an
+// error: it logs one warning when posts start failing for a reason
+// (unreachable, timeout, server_error, rejected) and one line when they are
+// delivered again, and counts every post and failure in AlertPushStats.
 
 #include <atomic>
 #include <cstdint>
@@ -29,6 +32,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -48,10 +52,12 @@ class AlertmanagerPusher final : public exporter::Sink {
     int64_t alerts_firing = 0;     // firing alerts as of the last post attempt
   };
 
-  // `clock` stamps startsAt/endsAt and schedules resends; it must outlive the
+  // `clock` stamps startsAt/endsAt and schedules resends; `stats` (may be
+  // null) hears of every post and dropped update. Both must outlive the
   // pusher. Nothing runs before Start().
   explicit AlertmanagerPusher(const AlertmanagerOptions& options,
-                              const common::Clock* clock = common::Clock::Real());
+                              const common::Clock* clock = common::Clock::Real(),
+                              exporter::AlertPushStats* stats = nullptr);
   ~AlertmanagerPusher() override;  // calls Shutdown()
   AlertmanagerPusher(const AlertmanagerPusher&) = delete;
   AlertmanagerPusher& operator=(const AlertmanagerPusher&) = delete;
@@ -90,9 +96,15 @@ class AlertmanagerPusher final : public exporter::Sink {
   class PushRunSink;
 
   void Run();
+  // Counts and, once per condition, logs the outcome of one post.
+  void Record(const absl::StatusOr<int>& posted, size_t alerts);
+
+  // Failure reason of a post; "" when delivered, "cancelled" at shutdown.
+  static absl::string_view FailureReason(const absl::StatusOr<int>& posted);
 
   const AlertmanagerOptions options_;
   const common::Clock* clock_;
+  exporter::AlertPushStats* const push_stats_;
   HttpEndpoint endpoint_;
   int cancel_fd_ = -1;  // eventfd, readable once Shutdown() begins
 
@@ -101,6 +113,10 @@ class AlertmanagerPusher final : public exporter::Sink {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+
+  // Owned by the push thread.
+  std::string failing_reason_;  // "" while posts are delivered
+  uint64_t failures_in_a_row_ = 0;
 
   std::atomic<uint64_t> posts_ok_{0};
   std::atomic<uint64_t> posts_failed_{0};
