@@ -39,9 +39,10 @@ class RunSink {
                                 absl::Span<const float> token_entropies) = 0;
 
   // One finalized step, in step order, with the verdict after it and the
-  // anomalies that fired at it. replayed: the step is rebuilt from the store
-  // at start-up or after a refused write (it was counted before a restart
-  // only when counted_before is true).
+  // anomalies that fired at it. replayed: the step is rebuilt from the store,
+  // at start-up (the RunSink is new) or after a refused write (the same
+  // RunSink saw the step before). A sink that counts steps therefore counts a
+  // replayed step only when it is above the last step it has seen.
   struct Step {
     const entrowatch::v1::StepSummary* summary = nullptr;
     const entrowatch::v1::Verdict* verdict = nullptr;
@@ -86,6 +87,25 @@ class ProcessorStats {
   // reason: full, io or other.
   virtual void StoreFailure(absl::string_view reason) = 0;
   virtual void SetStoreBytes(int64_t bytes) = 0;
+};
+
+// How the Alertmanager push fares, for the Prometheus exporter to export;
+// tests record it. Thread-safe, non-blocking.
+class AlertPushStats {
+ public:
+  virtual ~AlertPushStats() = default;
+  // One POST to Alertmanager was answered 2xx.
+  virtual void PushDelivered() = 0;
+  // One POST failed. reason: unreachable (refused, reset, no such host),
+  // timeout, server_error (5xx, 429 or another status that is worth a retry)
+  // or rejected (any other 4xx: the alerts are dropped, a resend cannot
+  // help).
+  virtual void PushFailed(absl::string_view reason) = 0;
+  // Run updates dropped because the push queue was full.
+  virtual void PushUpdatesDropped(int64_t updates) = 0;
+  // Alerts firing as of the last post attempt, and whether posts are
+  // failing now (from the first failure to the next delivered post).
+  virtual void SetPushState(int64_t alerts_firing, bool failing) = 0;
 };
 
 }  // namespace entrowatch::exporter

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 
 namespace entrowatch::alertmanager {
 namespace {
@@ -88,51 +89,6 @@ std::string Key(const Alert& alert) {
   return absl::StrJoin(alert.labels, "\x1f", absl::PairFormatter("\x1e"));
 }
 
-void AppendJsonString(std::string* out, absl::string_view s) {
-  out->push_back('"');
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(out, "\\u%04x", static_cast<unsigned char>(c));
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
-
-void AppendJsonObject(std::string* out, const std::map<std::string, std::string>& fields) {
-  out->push_back('{');
-  bool first = true;
-  for (const auto& [key, value] : fields) {
-    if (!first) {
-      out->push_back(',');
-    }
-    first = false;
-    AppendJsonString(out, key);
-    out->push_back(':');
-    AppendJsonString(out, value);
-  }
-  out->push_back('}');
-}
-
 std::string Rfc3339(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
 }
@@ -185,30 +141,23 @@ std::vector<Alert> AlertsFor(absl::string_view run, const std::vector<v1::Anomal
 }
 
 std::string EncodeAlerts(const std::vector<Alert>& alerts, absl::string_view generator_url) {
-  std::string out = "[";
-  for (size_t i = 0; i < alerts.size(); ++i) {
-    const Alert& alert = alerts[i];
-    if (i > 0) {
-      out.push_back(',');
-    }
-    out.append("{\"labels\":");
-    AppendJsonObject(&out, alert.labels);
-    out.append(",\"annotations\":");
-    AppendJsonObject(&out, alert.annotations);
-    out.append(",\"startsAt\":");
-    AppendJsonString(&out, Rfc3339(alert.starts_at));
+  nlohmann::json out = nlohmann::json::array();
+  for (const Alert& alert : alerts) {
+    nlohmann::json& a = out.emplace_back(nlohmann::json::object());
+    a["labels"] = alert.labels;
+    a["annotations"] = alert.annotations;
+    a["startsAt"] = Rfc3339(alert.starts_at);
     if (alert.ends_at != absl::InfiniteFuture()) {
-      out.append(",\"endsAt\":");
-      AppendJsonString(&out, Rfc3339(alert.ends_at));
+      a["endsAt"] = Rfc3339(alert.ends_at);
     }
     if (!generator_url.empty()) {
-      out.append(",\"generatorURL\":");
-      AppendJsonString(&out, generator_url);
+      a["generatorURL"] = std::string(generator_url);
     }
-    out.push_back('}');
   }
-  out.push_back(']');
-  return out;
+  // Text from reports (run ids, reasons) that is not valid UTF-8 is replaced
+  // with U+FFFD rather than failing the whole post.
+  return out.dump(/*indent=*/-1, ' ', /*ensure_ascii=*/false,
+                  nlohmann::json::error_handler_t::replace);
 }
 
 AlertTracker::AlertTracker(const AlertmanagerOptions& options, const common::Clock* clock)

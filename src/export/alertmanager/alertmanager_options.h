@@ -1,14 +1,17 @@
 #pragma once
 
 // Settings of the direct Alertmanager push (the `alertmanager:` section of the
-// daemon config). Plain data with no dependencies, so the config parser can
-// embed it; AlertmanagerPusher::Start() validates it.
+// daemon config) and their validation. No HTTP client behind it (its own
+// library), so the config parser can embed it; AlertmanagerPusher::Start()
+// validates it too.
 
 #include <cstdint>
 #include <map>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace entrowatch::alertmanager {
 
@@ -38,6 +41,16 @@ struct AlertmanagerOptions {
   // severity, pattern or state and source="entrowatchd".
   std::map<std::string, std::string> labels;
 };
+
+struct HttpEndpoint {
+  std::string host;         // name or address; IPv6 literals without brackets
+  std::string port;         // decimal
+  std::string path_prefix;  // "" or "/prefix" without a trailing slash
+};
+
+// Parses http://host:port[/prefix]. The port is required (Alertmanager has no
+// well-known HTTP port other than its own 9093, and guessing hides mistakes).
+absl::StatusOr<HttpEndpoint> ParseHttpUrl(absl::string_view url);
 
 // Checks value ranges and that url parses as http://host:port[/prefix] when
 // enabled. An InvalidArgument error names the offending key.

@@ -11,12 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "export/alertmanager/alert_tracker.h"
+#include "spdlog/spdlog.h"
 
 namespace entrowatch::alertmanager {
 
 AlertmanagerPusher::AlertmanagerPusher(const AlertmanagerOptions& options,
-                                       const common::Clock* clock)
-    : options_(options), clock_(clock) {}
+                                       const common::Clock* clock, exporter::AlertPushStats* stats)
+    : options_(options), clock_(clock), push_stats_(stats) {}
 
 AlertmanagerPusher::~AlertmanagerPusher() {
   Shutdown();
@@ -54,9 +55,41 @@ void AlertmanagerPusher::Update(absl::string_view run,
   }
   if (static_cast<int64_t>(pending_.size()) >= options_.queue_max_updates) {
     updates_dropped_.fetch_add(1, std::memory_order_relaxed);
+    if (push_stats_ != nullptr) {
+      push_stats_->PushUpdatesDropped(1);
+    }
     return;
   }
   pending_.push_back(std::move(update));
+}
+
+class AlertmanagerPusher::PushRunSink final : public exporter::RunSink {
+ public:
+  PushRunSink(AlertmanagerPusher* pusher, std::string run)
+      : pusher_(pusher), run_(std::move(run)) {}
+
+  void OnReportAccepted(absl::Time, entrowatch::v1::Phase, absl::Span<const float>) override {}
+  void OnStepFinalized(const Step&) override {}
+
+  void OnVerdict(const entrowatch::v1::Verdict& verdict,
+                 const std::vector<entrowatch::v1::Anomaly>& active,
+                 const std::vector<entrowatch::v1::Anomaly>&) override {
+    pusher_->Update(run_, active, verdict);
+  }
+
+  void OnRunEnded(exporter::RunEnd why) override {
+    if (why == exporter::RunEnd::kExpired) {
+      pusher_->Update(run_, {}, entrowatch::v1::Verdict());  // resolves its alerts
+    }
+  }
+
+ private:
+  AlertmanagerPusher* const pusher_;
+  const std::string run_;
+};
+
+std::unique_ptr<exporter::RunSink> AlertmanagerPusher::Open(const std::string& run_id) {
+  return std::make_unique<PushRunSink>(this, run_id);
 }
 
 void AlertmanagerPusher::Shutdown() {
@@ -112,20 +145,73 @@ void AlertmanagerPusher::Run() {
     if (due.empty()) {
       continue;
     }
-    const absl::Status posted =
-        stop ? HttpPost(endpoint_, "/api/v2/alerts", EncodeAlerts(due, options_.generator_url),
-                        final_timeout)
-             : HttpPost(endpoint_, "/api/v2/alerts", EncodeAlerts(due, options_.generator_url),
-                        timeout, cancel_fd_);
-    if (posted.ok()) {
-      posts_ok_.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      posts_failed_.fetch_add(1, std::memory_order_relaxed);
-    }
+    const std::string body = EncodeAlerts(due, options_.generator_url);
+    const absl::StatusOr<int> posted =
+        stop ? HttpPost(endpoint_, "/api/v2/alerts", body, final_timeout)
+             : HttpPost(endpoint_, "/api/v2/alerts", body, timeout, cancel_fd_);
+    Record(posted, due.size());
     // A rejected post (4xx) is malformed; resending it cannot succeed.
-    tracker.OnPostResult(posted.ok() || absl::IsInvalidArgument(posted));
+    const absl::string_view failure = FailureReason(posted);
+    tracker.OnPostResult(failure.empty() || failure == "rejected");
     alerts_firing_.store(tracker.firing(), std::memory_order_relaxed);
+    if (push_stats_ != nullptr) {
+      push_stats_->SetPushState(tracker.firing(), !failing_reason_.empty());
+    }
   }
+}
+
+}  // namespace entrowatch::alertmanager
+
+namespace entrowatch::alertmanager {
+
+absl::string_view AlertmanagerPusher::FailureReason(const absl::StatusOr<int>& posted) {
+  if (!posted.ok()) {
+    if (absl::IsCancelled(posted.status())) {
+      return "cancelled";
+    }
+    return absl::IsDeadlineExceeded(posted.status()) ? "timeout" : "unreachable";
+  }
+  if (*posted >= 200 && *posted < 300) {
+    return "";
+  }
+  // 429 Too Many Requests is worth a retry; any other 4xx is not.
+  return *posted >= 400 && *posted < 500 && *posted != 429 ? "rejected" : "server_error";
+}
+
+void AlertmanagerPusher::Record(const absl::StatusOr<int>& posted, size_t alerts) {
+  const absl::string_view reason = FailureReason(posted);
+  if (reason.empty()) {
+    posts_ok_.fetch_add(1, std::memory_order_relaxed);
+    if (push_stats_ != nullptr) {
+      push_stats_->PushDelivered();
+    }
+    if (!failing_reason_.empty()) {
+      spdlog::info("alertmanager: posts delivered again to {} after {} failed", options_.url,
+                   failures_in_a_row_);
+    }
+    failing_reason_.clear();
+    failures_in_a_row_ = 0;
+    return;
+  }
+  posts_failed_.fetch_add(1, std::memory_order_relaxed);
+  if (reason == "cancelled") {
+    return;  // shutting down: not a failure of Alertmanager
+  }
+  ++failures_in_a_row_;
+  if (push_stats_ != nullptr) {
+    push_stats_->PushFailed(reason);
+  }
+  if (reason == failing_reason_) {
+    return;  // logged when this condition began
+  }
+  failing_reason_ = std::string(reason);
+  const std::string detail =
+      posted.ok() ? absl::StrCat("HTTP status ", *posted) : std::string(posted.status().message());
+  spdlog::warn(
+      "alertmanager: posting {} alerts failed ({}: {}); {}; further failures are counted in "
+      "entrowatch_alertmanager_push_failures_total{{reason=\"{}\"}}",
+      alerts, failing_reason_, detail,
+      reason == "rejected" ? "the alerts are dropped" : "retrying with backoff", failing_reason_);
 }
 
 }  // namespace entrowatch::alertmanager

@@ -6,34 +6,44 @@
 //
 //   AlertmanagerPusher pusher(options);
 //   RETURN_IF_ERROR(pusher.Start());
-//   pusher.Update(run, ack.anomalies, ack.verdict);   // after each finalized step
+//   auto run_sink = pusher.Open(run);   // a Sink: OnVerdict updates the run's alerts
 //   pusher.Shutdown();
+//
+// As a sink, a run's verdict and active anomalies (OnVerdict) replace what it
+// had firing, and a run that expires resolves all its alerts; a finished run
+// keeps them until they resolve or expire in Alertmanager.
 //
 // Update() never blocks on the network: it copies the run's state into a
 // bounded queue that the pusher's own thread drains. That thread posts new
 // and resolved alerts at once, re-posts active ones every
 // resend_interval_seconds, and retries with exponential backoff while
-// Alertmanager is unreachable.
+// Alertmanager is unreachable. A failing push is a degraded mode, not an
+// error: it logs one warning when posts start failing for a reason
+// (unreachable, timeout, server_error, rejected) and one line when they are
+// delivered again, and counts every post and failure in AlertPushStats.
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "export/alertmanager/alertmanager_options.h"
 #include "export/alertmanager/http_client.h"
+#include "export/sink.h"
 
 namespace entrowatch::alertmanager {
 
-class AlertmanagerPusher {
+class AlertmanagerPusher final : public exporter::Sink {
  public:
   struct Stats {
     uint64_t posts_ok = 0;         // posts Alertmanager accepted
@@ -42,11 +52,13 @@ class AlertmanagerPusher {
     int64_t alerts_firing = 0;     // firing alerts as of the last post attempt
   };
 
-  // `clock` stamps startsAt/endsAt and schedules resends; it must outlive the
+  // `clock` stamps startsAt/endsAt and schedules resends; `stats` (may be
+  // null) hears of every post and dropped update. Both must outlive the
   // pusher. Nothing runs before Start().
   explicit AlertmanagerPusher(const AlertmanagerOptions& options,
-                              const common::Clock* clock = common::Clock::Real());
-  ~AlertmanagerPusher();  // calls Shutdown()
+                              const common::Clock* clock = common::Clock::Real(),
+                              exporter::AlertPushStats* stats = nullptr);
+  ~AlertmanagerPusher() override;  // calls Shutdown()
   AlertmanagerPusher(const AlertmanagerPusher&) = delete;
   AlertmanagerPusher& operator=(const AlertmanagerPusher&) = delete;
 
@@ -63,6 +75,9 @@ class AlertmanagerPusher {
   void Update(absl::string_view run, const std::vector<entrowatch::v1::Anomaly>& active,
               const entrowatch::v1::Verdict& verdict);
 
+  // Sink. The RunSink calls Update(); it must not outlive the pusher.
+  std::unique_ptr<exporter::RunSink> Open(const std::string& run_id) override;
+
   // Stops the thread: a post in flight is abandoned, then changes not yet
   // delivered get one last attempt of at most 2 s. Active alerts are not
   // resolved: they expire in Alertmanager unless a restarted daemon posts
@@ -78,10 +93,18 @@ class AlertmanagerPusher {
     entrowatch::v1::Verdict verdict;
   };
 
+  class PushRunSink;
+
   void Run();
+  // Counts and, once per condition, logs the outcome of one post.
+  void Record(const absl::StatusOr<int>& posted, size_t alerts);
+
+  // Failure reason of a post; "" when delivered, "cancelled" at shutdown.
+  static absl::string_view FailureReason(const absl::StatusOr<int>& posted);
 
   const AlertmanagerOptions options_;
   const common::Clock* clock_;
+  exporter::AlertPushStats* const push_stats_;
   HttpEndpoint endpoint_;
   int cancel_fd_ = -1;  // eventfd, readable once Shutdown() begins
 
@@ -90,6 +113,10 @@ class AlertmanagerPusher {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+
+  // Owned by the push thread.
+  std::string failing_reason_;  // "" while posts are delivered
+  uint64_t failures_in_a_row_ = 0;
 
   std::atomic<uint64_t> posts_ok_{0};
   std::atomic<uint64_t> posts_failed_{0};

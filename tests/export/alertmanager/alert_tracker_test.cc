@@ -110,6 +110,24 @@ TEST(AlertsForTest, StatesWithoutAttentionRaiseNothing) {
   }
 }
 
+TEST(EncodeAlertsTest, InvalidUtf8IsReplacedRatherThanFailingThePost) {
+  Alert alert;
+  alert.labels = {{"alertname", "EntrowatchEntropyCollapse"}, {"run", "bad\xff"}};
+  alert.starts_at = absl::FromUnixSeconds(1'700'000'000);
+  alert.ends_at = absl::InfiniteFuture();
+  const google::protobuf::ListValue list = ParseJson(EncodeAlerts({alert}, ""));
+  ASSERT_EQ(list.values_size(), 1);
+  EXPECT_EQ(list.values(0)
+                .struct_value()
+                .fields()
+                .at("labels")
+                .struct_value()
+                .fields()
+                .at("run")
+                .string_value(),
+            "bad\xef\xbf\xbd");
+}
+
 TEST(EncodeAlertsTest, ProducesValidJsonWithEscapes) {
   Alert alert;
   alert.labels = {{"alertname", "EntrowatchEntropyCollapse"}, {"run", "run \"q\"\\x\n\t\x01"}};
