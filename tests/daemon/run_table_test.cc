@@ -14,12 +14,12 @@ using ::testing::HasSubstr;
 
 class RunTableTest : public ::testing::Test {
  protected:
-  absl::StatusOr<std::shared_ptr<Run>> FindOrAdd(const std::string& id, bool* created) {
+  absl::StatusOr<std::shared_ptr<daemon::Run>> FindOrAdd(const std::string& id, bool* created) {
     return table_.FindOrAdd(
         id,
         [&] {
           ++made_;
-          return std::make_unique<Run>(id, RunSettings(),
+          return std::make_unique<daemon::Run>(id, RunSettings(),
                                        std::vector<std::unique_ptr<exporter::RunSink>>(), &clock_,
                                        nullptr);
         },

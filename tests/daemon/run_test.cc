@@ -42,10 +42,10 @@ class RunTest : public ::testing::Test {
     run_ = MakeRun("r");
   }
 
-  std::unique_ptr<Run> MakeRun(const std::string& id) {
+  std::unique_ptr<daemon::Run> MakeRun(const std::string& id) {
     std::vector<std::unique_ptr<exporter::RunSink>> sinks;
     sinks.push_back(sink_.Open(id));
-    return std::make_unique<Run>(id, settings_, std::move(sinks), &clock_, nullptr);
+    return std::make_unique<daemon::Run>(id, settings_, std::move(sinks), &clock_, nullptr);
   }
 
   // Admit and fold one report carrying `tokens` entropies of 1 nat.
@@ -69,7 +69,7 @@ class RunTest : public ::testing::Test {
   RunSettings settings_;
   common::FakeClock clock_;
   testing::RecordingSink sink_;
-  std::unique_ptr<Run> run_;
+  std::unique_ptr<daemon::Run> run_;
 };
 
 TEST_F(RunTest, CountsAcceptedDuplicateLateAndRejected) {
