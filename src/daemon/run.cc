@@ -208,12 +208,12 @@ absl::Status Run::RebuildIfStale() {
   }
   store::StoredRun nothing;
   nothing.run_id = id_;
-  ReplaceWith(stored.ok() ? *std::move(stored) : std::move(nothing), /*counted_before=*/true);
+  ReplaceWith(stored.ok() ? *std::move(stored) : std::move(nothing));
   stale_ = false;
   return absl::OkStatus();
 }
 
-void Run::ReplaceWith(store::StoredRun stored, bool counted_before) {
+void Run::ReplaceWith(store::StoredRun stored) {
   const absl::Duration now = clock_->Monotonic();
   aggregator_.Reset();
   history_.clear();
@@ -235,8 +235,7 @@ void Run::ReplaceWith(store::StoredRun stored, bool counted_before) {
     analyzer.Observe(step);
     const std::vector<Anomaly> fired = analyzer.NewlyFired();
     for (auto& sink : sinks_) {
-      sink->OnStepFinalized({&step, &analyzer.verdict(), &fired, /*replayed=*/true,
-                             counted_before});
+      sink->OnStepFinalized({&step, &analyzer.verdict(), &fired, /*replayed=*/true});
     }
     aggregator_.RestoreFinalized(step.step());
     AddToHistory(std::move(step));
@@ -249,7 +248,7 @@ void Run::ReplaceWith(store::StoredRun stored, bool counted_before) {
 
 void Run::RestoreFrom(store::StoredRun stored) {
   absl::MutexLock lock(&mu_);
-  ReplaceWith(std::move(stored), /*counted_before=*/false);
+  ReplaceWith(std::move(stored));
   for (auto& sink : sinks_) {
     if (last_report_time_ != absl::InfinitePast()) {
       sink->OnReportAccepted(last_report_time_, entrowatch::v1::PHASE_UNSPECIFIED, {});

@@ -144,10 +144,8 @@ class Run {
   void StartNewEpoch(uint64_t epoch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rebuilds a stale run from the store; UNAVAILABLE while it cannot be read.
   absl::Status RebuildIfStale() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Replaces the state with a stored one, replaying its steps.
-  // counted_before: the sinks saw these steps already.
-  void ReplaceWith(store::StoredRun stored, bool counted_before)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replaces the state with a stored one, replaying its steps to the sinks.
+  void ReplaceWith(store::StoredRun stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RememberSeq(uint32_t rank, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves finalized steps into the history, the analyzer and the sinks.
   void DrainFinalized() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -40,15 +40,13 @@ class RunSink {
 
   // One finalized step, in step order, with the verdict after it and the
   // anomalies that fired at it. replayed: the step is rebuilt from the store
-  // at start-up or after a refused write; counted_before: this RunSink was
-  // given the step before (a rebuild after a refused write), so counters
-  // must not count it again.
+  // at start-up or after a refused write (it was counted before a restart
+  // only when counted_before is true).
   struct Step {
     const entrowatch::v1::StepSummary* summary = nullptr;
     const entrowatch::v1::Verdict* verdict = nullptr;
     const std::vector<entrowatch::v1::Anomaly>* fired = nullptr;
     bool replayed = false;
-    bool counted_before = false;
   };
   virtual void OnStepFinalized(const Step& step) = 0;
 

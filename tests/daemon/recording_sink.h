@@ -18,7 +18,7 @@ namespace entrowatch::testing {
 
 // Events, per run, in order:
 //   "report N"            a report with N token entropies was accepted
-//   "step S"              step S finalized ("step S replayed" / "... counted")
+//   "step S"              step S finalized ("step S replayed" when rebuilt)
 //   "verdict STATE F"     the verdict after steps, with F newly fired anomalies
 //   "finished", "expired" the run ended
 class RecordingSink final : public exporter::Sink {
@@ -60,9 +60,8 @@ class RecordingSink final : public exporter::Sink {
       owner_->Record(run_, absl::StrCat("report ", entropies.size()));
     }
     void OnStepFinalized(const Step& step) override {
-      owner_->Record(run_, absl::StrCat("step ", step.summary->step(),
-                                        step.replayed ? " replayed" : "",
-                                        step.counted_before ? " counted" : ""));
+      owner_->Record(run_,
+                     absl::StrCat("step ", step.summary->step(), step.replayed ? " replayed" : ""));
     }
     void OnVerdict(const entrowatch::v1::Verdict& verdict,
                    const std::vector<entrowatch::v1::Anomaly>&,
