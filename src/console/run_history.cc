@@ -24,6 +24,10 @@ double Mean(double a, double wa, double b, double wb) {
   return (a * wa + b * wb) / (wa + wb);
 }
 
+absl::Status NoHistory(const std::string& run_id) {
+  return absl::NotFoundError(absl::StrCat("no history for run '", run_id, "'"));
+}
+
 }  // namespace
 
 RunHistory::Point RunHistory::FromSummary(const StepSummary& s) {
@@ -214,70 +218,112 @@ std::shared_ptr<RunHistory::Run> RunHistory::Find(const std::string& run) const 
   return it == runs_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<RunHistory::Run> RunHistory::FindOrAdd(const std::string& run_id) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Run>& slot = runs_[run_id];
+  if (slot == nullptr) {
+    slot = std::make_shared<Run>();
+  }
+  return slot;
+}
+
+// The console's view of one run as a sink: steps go straight into the run's
+// history, expiry forgets it.
+class RunHistory::HistoryRunSink final : public exporter::RunSink {
+ public:
+  HistoryRunSink(RunHistory* history, std::string run_id, std::shared_ptr<Run> run)
+      : history_(history), run_id_(std::move(run_id)), run_(std::move(run)) {}
+
+  void OnReportAccepted(absl::Time, entrowatch::v1::Phase, absl::Span<const float>) override {}
+
+  void OnStepFinalized(const Step& step) override {
+    history_->RecordInto(*run_, *step.summary, *step.verdict, *step.fired);
+  }
+
+  void OnVerdict(const Verdict&, const std::vector<Anomaly>&,
+                 const std::vector<Anomaly>&) override {}
+
+  void OnRunEnded(exporter::RunEnd why) override {
+    if (why != exporter::RunEnd::kExpired) {
+      return;
+    }
+    absl::MutexLock lock(&history_->mu_);
+    auto it = history_->runs_.find(run_id_);
+    if (it != history_->runs_.end() && it->second == run_) {
+      history_->runs_.erase(it);
+    }
+  }
+
+ private:
+  RunHistory* const history_;
+  const std::string run_id_;
+  const std::shared_ptr<Run> run_;
+};
+
+std::unique_ptr<exporter::RunSink> RunHistory::Open(const std::string& run_id) {
+  return std::make_unique<HistoryRunSink>(this, run_id, FindOrAdd(run_id));
+}
+
 void RunHistory::Record(const std::string& run_id, const StepSummary& step, const Verdict& verdict,
                         absl::Span<const Anomaly> fired) {
-  std::shared_ptr<Run> run;
-  {
-    absl::MutexLock lock(&mu_);
-    std::shared_ptr<Run>& slot = runs_[run_id];
-    if (slot == nullptr) {
-      slot = std::make_shared<Run>();
-    }
-    run = slot;
-  }
-  absl::MutexLock lock(&run->mu);
-  if (run->any && step.step() <= run->last_step) {
+  RecordInto(*FindOrAdd(run_id), step, verdict, fired);
+}
+
+void RunHistory::RecordInto(Run& run, const StepSummary& step, const Verdict& verdict,
+                            absl::Span<const Anomaly> fired) {
+  absl::MutexLock lock(&run.mu);
+  if (run.any && step.step() <= run.last_step) {
     return;
   }
-  run->any = true;
-  run->last_step = step.step();
-  ++run->steps_recorded;
+  run.any = true;
+  run.last_step = step.step();
+  ++run.steps_recorded;
 
-  run->recent.push_back(FromSummary(step));
+  run.recent.push_back(FromSummary(step));
   const size_t recent_capacity = static_cast<size_t>(std::max(options_.max_points / 4, 1));
   const size_t with_heads =
       static_cast<size_t>(std::clamp(options_.head_points, 0, static_cast<int>(recent_capacity)));
-  if (run->recent.size() > with_heads) {
-    Point& aged = run->recent[run->recent.size() - 1 - with_heads];
+  if (run.recent.size() > with_heads) {
+    Point& aged = run.recent[run.recent.size() - 1 - with_heads];
     // Move-assigning an empty vector frees the memory; clear() would not.
     aged.head_counts = std::vector<uint32_t>();
     aged.heads = std::vector<float>();
   }
-  if (run->recent.size() > recent_capacity) {
-    Age(*run);
+  if (run.recent.size() > recent_capacity) {
+    Age(run);
   }
 
-  if (run->states.empty() || run->states.back().state() != verdict.state()) {
+  if (run.states.empty() || run.states.back().state() != verdict.state()) {
     Verdict span;
     span.set_state(verdict.state());
     uint64_t since = verdict.since_step() > 0 ? verdict.since_step() : step.step();
-    if (!run->states.empty()) {
-      since = std::max(since, run->states.back().since_step() + 1);
+    if (!run.states.empty()) {
+      since = std::max(since, run.states.back().since_step() + 1);
       since = std::min(since, step.step());
     }
     span.set_since_step(since);
     span.set_reason(verdict.reason());
     *span.mutable_evidence() = verdict.evidence();
     span.set_recommended_action(verdict.recommended_action());
-    run->states.push_back(std::move(span));
-    while (static_cast<int>(run->states.size()) > options_.max_state_spans) {
-      run->states.pop_front();
+    run.states.push_back(std::move(span));
+    while (static_cast<int>(run.states.size()) > options_.max_state_spans) {
+      run.states.pop_front();
     }
   }
-  run->states.back().set_step(step.step());
+  run.states.back().set_step(step.step());
 
   for (const Anomaly& anomaly : fired) {
     const bool seen =
-        std::any_of(run->anomalies.begin(), run->anomalies.end(), [&anomaly](const Anomaly& a) {
+        std::any_of(run.anomalies.begin(), run.anomalies.end(), [&anomaly](const Anomaly& a) {
           return a.pattern() == anomaly.pattern() && a.subject() == anomaly.subject() &&
                  a.since_step() == anomaly.since_step();
         });
     if (!seen) {
-      run->anomalies.push_back(anomaly);
+      run.anomalies.push_back(anomaly);
     }
   }
-  while (static_cast<int>(run->anomalies.size()) > options_.max_anomalies) {
-    run->anomalies.pop_front();
+  while (static_cast<int>(run.anomalies.size()) > options_.max_anomalies) {
+    run.anomalies.pop_front();
   }
 }
 
@@ -314,9 +360,12 @@ absl::StatusOr<std::vector<StepSummary>> RunHistory::Points(const std::string& r
                                                             int limit) const {
   std::shared_ptr<Run> run = Find(run_id);
   if (run == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no history for run '", run_id, "'"));
+    return NoHistory(run_id);
   }
   absl::MutexLock lock(&run->mu);
+  if (!run->any) {
+    return NoHistory(run_id);
+  }
   const size_t total = run->buckets.size() + run->recent.size();
   size_t first = 0;
   if (limit > 0 && total > static_cast<size_t>(limit)) {
@@ -334,9 +383,12 @@ absl::StatusOr<std::vector<StepSummary>> RunHistory::Points(const std::string& r
 absl::StatusOr<v1::RunTimeline> RunHistory::Timeline(const std::string& run_id) const {
   std::shared_ptr<Run> run = Find(run_id);
   if (run == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no history for run '", run_id, "'"));
+    return NoHistory(run_id);
   }
   absl::MutexLock lock(&run->mu);
+  if (!run->any) {
+    return NoHistory(run_id);
+  }
   v1::RunTimeline timeline;
   timeline.set_run_id(run_id);
   for (const Verdict& span : run->states) {

@@ -9,7 +9,8 @@
 // amortized cost per step. Per-head entropies are kept for the newest
 // head_points steps only (at most max_points/4); per-rank figures are not
 // kept. Also the run's health-state spans and every anomaly it fired.
-// Thread-safe.
+// A sink: a run's RunSink records its finalized steps and forgets the run
+// when it expires. Thread-safe.
 
 #include <cstdint>
 #include <deque>
@@ -24,6 +25,7 @@
 #include "absl/types/span.h"
 #include "console/console.pb.h"
 #include "entrowatch/v1/entrowatch.pb.h"
+#include "export/sink.h"
 
 namespace entrowatch::console {
 
@@ -34,11 +36,16 @@ struct HistoryOptions {
   int max_anomalies = 512;     // oldest dropped beyond
 };
 
-class RunHistory {
+class RunHistory final : public exporter::Sink {
  public:
   explicit RunHistory(const HistoryOptions& options);
   RunHistory(const RunHistory&) = delete;
   RunHistory& operator=(const RunHistory&) = delete;
+
+  // Sink: OnStepFinalized records as Record() does (replayed steps the
+  // history already holds are ignored), OnRunEnded(kExpired) forgets the run.
+  // A run opened but without a recorded step is NOT_FOUND below.
+  std::unique_ptr<exporter::RunSink> Open(const std::string& run_id) override;
 
   // One finalized step of a run, in step order, with the run's verdict after
   // it and the anomalies it fired. A step at or below the last recorded one is
@@ -47,7 +54,8 @@ class RunHistory {
               const entrowatch::v1::Verdict& verdict,
               absl::Span<const entrowatch::v1::Anomaly> fired);
 
-  // Drops a run (it expired).
+  // Drops a run (it expired); what a RunSink still open for it records
+  // afterwards is not kept.
   void Forget(const std::string& run);
 
   // The run's points, oldest first; the newest `limit` when limit > 0.
@@ -117,7 +125,13 @@ class RunHistory {
     uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
   };
 
+  class HistoryRunSink;
+
   std::shared_ptr<Run> Find(const std::string& run) const;
+  std::shared_ptr<Run> FindOrAdd(const std::string& run);
+  void RecordInto(Run& run, const entrowatch::v1::StepSummary& step,
+                  const entrowatch::v1::Verdict& verdict,
+                  absl::Span<const entrowatch::v1::Anomaly> fired);
   // Moves the oldest recent step into the buckets, halving them when full.
   void Age(Run& run) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
   static int64_t Bytes(const Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);

@@ -1,9 +1,12 @@
 #pragma once
 
 // Prometheus export. Every metric family is registered once at start-up from
-// the catalog (metrics.cc); per-run series are created when a run appears and
-// removed when it expires, so label cardinality is bounded by runs.max_runs.
-// Thread-safe.
+// the catalog (one table in metrics.cc: name, type, labels, help). A run's
+// series are created when the run is opened as a sink and cached on its
+// RunSink, so per-run updates take no lock and look nothing up; they are
+// removed when the run expires, so label cardinality is bounded by
+// runs.max_runs. Daemon-wide series with a label are created at start-up for
+// the label values known then. Thread-safe.
 
 #include <cstdint>
 #include <map>
@@ -11,12 +14,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "export/http_server.h"
+#include "export/sink.h"
 #include "prometheus/counter.h"
-#include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
@@ -31,12 +36,23 @@ struct MetricsOptions {
   int max_heads_per_layer = 256;
 };
 
-class Metrics {
+// One row of the metric catalog.
+struct MetricDescriptor {
+  absl::string_view name;
+  absl::string_view type;  // counter, gauge or histogram
+  std::vector<absl::string_view> labels;
+  absl::string_view help;
+};
+
+// Every family entrowatchd exports, in catalog order.
+std::vector<MetricDescriptor> MetricCatalog();
+
+class Metrics final : public ProcessorStats, public Sink {
  public:
   explicit Metrics(const MetricsOptions& options);
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
-  ~Metrics();
+  ~Metrics() override;
 
   // Serves /metrics on host:port (port 0 picks one). Fails when the address
   // cannot be bound.
@@ -53,24 +69,30 @@ class Metrics {
   void StopServing();
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
-  // Ingest.
-  void ReportOutcome(absl::string_view result);
-  void IngestBytes(int64_t bytes);
-  void QueueLevel(int64_t reports, int64_t bytes, int64_t waiting_reports, int64_t waiting_bytes);
-  void RowsSkipped(absl::string_view reason, int64_t rows);
-  void ComputeSeconds(absl::string_view kind, double seconds);
-  void SetComputeDegraded(bool degraded);
-  void SetBackend(const std::string& backend);
-  void SetRuns(int64_t runs);
-  // The daemon's resident memory and its budget (0 = none).
-  void MemoryLevel(int64_t resident_bytes, int64_t budget_bytes);
-  // A new stream refused because the daemon was over its memory budget.
-  void StreamShed();
-  // A write of the state database failed; reason: full, io or other.
-  void StoreFailure(absl::string_view reason);
-  void SetStoreBytes(int64_t bytes);
+  // ProcessorStats. Lock-free for the label values known at start-up.
+  void ReportOutcome(absl::string_view result) override;
+  void IngestBytes(int64_t bytes) override;
+  void StreamShed() override;
+  void ComputeSeconds(absl::string_view kind, double seconds) override;
+  void SetComputeDegraded(bool degraded) override;
+  void RowsSkipped(absl::string_view reason, int64_t rows) override;
+  void SetRuns(int64_t runs) override;
+  void StoreFailure(absl::string_view reason) override;
+  void SetStoreBytes(int64_t bytes) override;
 
-  // Runs. Each call is cheap after the first for a run.
+  // Ingest queue levels and the daemon's resident memory against its budget
+  // (0 = none), sampled periodically.
+  void QueueLevel(int64_t reports, int64_t bytes, int64_t waiting_reports, int64_t waiting_bytes);
+  void MemoryLevel(int64_t resident_bytes, int64_t budget_bytes);
+
+  // Sink: creates the run's fixed series (more appear on first use of a
+  // phase, layer, scalar name or anomaly pattern and are cached too). The
+  // RunSink removes every series of the run when the run expires or the
+  // RunSink is destroyed; the Metrics must outlive it.
+  std::unique_ptr<RunSink> Open(const std::string& run_id) override;
+
+  // Per-run updates by run id, for callers that do not hold the run's
+  // RunSink: each finds or opens one in a map under a mutex and forwards.
   void TokenEntropies(const std::string& run, entrowatch::v1::Phase phase,
                       const std::vector<float>& entropies);
   void StepFinalized(const std::string& run, const entrowatch::v1::StepSummary& step);
@@ -86,63 +108,39 @@ class Metrics {
   std::string Scrape() const;
 
  private:
-  struct RunSeries;
-  RunSeries& Series(const std::string& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  class Catalog;
+  class PrometheusRunSink;
+  template <typename T>
+  class SeriesByLabel;
 
-  MetricsOptions options_;
+  PrometheusRunSink& LegacyRun(const std::string& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(legacy_mu_);
+
+  const MetricsOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<HttpServer> http_;
   int port_ = 0;
 
-  // Families (owned by the registry).
-  prometheus::Family<prometheus::Gauge>* entropy_mean_;
-  prometheus::Family<prometheus::Gauge>* entropy_p10_;
-  prometheus::Family<prometheus::Gauge>* entropy_p50_;
-  prometheus::Family<prometheus::Gauge>* entropy_p90_;
-  prometheus::Family<prometheus::Gauge>* normalized_;
-  prometheus::Family<prometheus::Gauge>* high_ratio_;
-  prometheus::Family<prometheus::Histogram>* entropy_hist_;
-  prometheus::Family<prometheus::Gauge>* generated_mean_;
-  prometheus::Family<prometheus::Gauge>* attention_;
-  prometheus::Family<prometheus::Gauge>* head_variance_;
-  prometheus::Family<prometheus::Gauge>* head_entropy_;
-  prometheus::Family<prometheus::Gauge>* max_logit_;
-  prometheus::Family<prometheus::Gauge>* scalar_;
-  prometheus::Family<prometheus::Gauge>* grad_norm_;
-  prometheus::Family<prometheus::Gauge>* loss_;
-  prometheus::Family<prometheus::Gauge>* learning_rate_;
-  prometheus::Family<prometheus::Gauge>* last_step_;
-  prometheus::Family<prometheus::Gauge>* last_report_;
-  prometheus::Family<prometheus::Gauge>* finished_;
-  prometheus::Family<prometheus::Counter>* steps_total_;
-  prometheus::Family<prometheus::Gauge>* health_state_;
-  prometheus::Family<prometheus::Gauge>* anomaly_active_;
-  prometheus::Family<prometheus::Gauge>* anomaly_severity_;
-  prometheus::Family<prometheus::Counter>* anomalies_total_;
-  prometheus::Family<prometheus::Counter>* reports_total_;
-  prometheus::Family<prometheus::Counter>* ingest_bytes_;
-  prometheus::Family<prometheus::Gauge>* queue_reports_;
-  prometheus::Family<prometheus::Gauge>* queue_bytes_;
-  prometheus::Family<prometheus::Gauge>* queue_waiting_reports_;
-  prometheus::Family<prometheus::Gauge>* queue_waiting_bytes_;
-  prometheus::Family<prometheus::Histogram>* compute_seconds_;
-  prometheus::Family<prometheus::Gauge>* compute_degraded_;
-  prometheus::Family<prometheus::Counter>* rows_skipped_;
-  prometheus::Family<prometheus::Gauge>* runs_;
-  prometheus::Family<prometheus::Gauge>* resident_bytes_;
-  prometheus::Family<prometheus::Gauge>* memory_budget_bytes_;
-  prometheus::Family<prometheus::Counter>* streams_shed_;
-  prometheus::Family<prometheus::Counter>* store_failures_;
-  prometheus::Family<prometheus::Gauge>* store_bytes_;
-  prometheus::Family<prometheus::Gauge>* build_info_;
+  // Daemon-wide series, created by the constructor and never removed.
+  prometheus::Counter* ingest_bytes_;
+  prometheus::Counter* streams_shed_;
+  prometheus::Gauge* queue_reports_;
+  prometheus::Gauge* queue_bytes_;
+  prometheus::Gauge* queue_waiting_reports_;
+  prometheus::Gauge* queue_waiting_bytes_;
+  prometheus::Gauge* compute_degraded_;
+  prometheus::Gauge* runs_;
+  prometheus::Gauge* resident_bytes_;
+  prometheus::Gauge* memory_budget_bytes_;
+  prometheus::Gauge* store_bytes_;
+  std::unique_ptr<SeriesByLabel<prometheus::Counter>> outcomes_;
+  std::unique_ptr<SeriesByLabel<prometheus::Counter>> rows_skipped_;
+  std::unique_ptr<SeriesByLabel<prometheus::Counter>> store_failures_;
+  std::unique_ptr<SeriesByLabel<prometheus::Histogram>> compute_seconds_;
 
-  mutable absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<RunSeries>> runs_by_id_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, prometheus::Counter*> outcome_counters_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, prometheus::Counter*> skipped_counters_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, prometheus::Histogram*> compute_histograms_ ABSL_GUARDED_BY(mu_);
-  prometheus::Gauge* build_info_gauge_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::string backend_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex legacy_mu_;
+  std::map<std::string, std::unique_ptr<PrometheusRunSink>> legacy_runs_
+      ABSL_GUARDED_BY(legacy_mu_);
 };
 
 // The Prometheus `result` label of an Ack: ok, duplicate, late, or the

@@ -39,9 +39,10 @@ class RunSink {
                                 absl::Span<const float> token_entropies) = 0;
 
   // One finalized step, in step order, with the verdict after it and the
-  // anomalies that fired at it. replayed: the step is rebuilt from the store
-  // at start-up or after a refused write (it was counted before a restart
-  // only when counted_before is true).
+  // anomalies that fired at it. replayed: the step is rebuilt from the store,
+  // at start-up (the RunSink is new) or after a refused write (the same
+  // RunSink saw the step before). A sink that counts steps therefore counts a
+  // replayed step only when it is above the last step it has seen.
   struct Step {
     const entrowatch::v1::StepSummary* summary = nullptr;
     const entrowatch::v1::Verdict* verdict = nullptr;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -157,6 +158,60 @@ TEST(RunHistoryTest, IgnoresReplayedStepsAndForgets) {
   EXPECT_EQ(history.Points("r", 0).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(history.Timeline("r").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(history.BytesUsed("r"), 0);
+}
+
+TEST(RunHistoryTest, AsASinkRecordsStepsOfItsRunAndForgetsItOnExpiry) {
+  RunHistory history(Options(64, 4));
+  std::unique_ptr<exporter::RunSink> a = history.Open("a");
+  std::unique_ptr<exporter::RunSink> b = history.Open("b");
+  EXPECT_EQ(history.Points("a", 0).status().code(), absl::StatusCode::kNotFound)
+      << "opened without a step";
+  const Verdict verdict = State(pb::NORMAL, 1);
+  const std::vector<Anomaly> none;
+  Anomaly fired;
+  fired.set_pattern(pb::ENTROPY_COLLAPSE);
+  fired.set_since_step(2);
+  const std::vector<Anomaly> one = {fired};
+  for (uint64_t s = 1; s <= 3; ++s) {
+    const StepSummary step = Step(s);
+    a->OnStepFinalized({&step, &verdict, s == 2 ? &one : &none, /*replayed=*/false});
+  }
+  // A replay of steps the history holds (after a refused write) adds nothing.
+  const StepSummary replayed = Step(2);
+  a->OnStepFinalized({&replayed, &verdict, &one, /*replayed=*/true});
+  const StepSummary other = Step(7);
+  b->OnStepFinalized({&other, &verdict, &none, /*replayed=*/false});
+
+  auto points = history.Points("a", 0);
+  ASSERT_TRUE(points.ok()) << points.status();
+  ASSERT_EQ(points->size(), 3u);
+  EXPECT_EQ((*points)[2].step(), 3u);
+  auto timeline = history.Timeline("a");
+  ASSERT_TRUE(timeline.ok());
+  EXPECT_EQ(timeline->anomalies_size(), 1);
+
+  a->OnRunEnded(exporter::RunEnd::kFinished);
+  EXPECT_TRUE(history.Points("a", 0).ok()) << "a finished run keeps its history";
+  a->OnRunEnded(exporter::RunEnd::kExpired);
+  a.reset();
+  EXPECT_EQ(history.Points("a", 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(history.BytesUsed("a"), 0);
+  ASSERT_TRUE(history.Points("b", 0).ok());
+  EXPECT_EQ(history.Points("b", 0)->size(), 1u);
+}
+
+TEST(RunHistoryTest, AnExpiredRunSinkDoesNotForgetTheRunOpenedAgain) {
+  RunHistory history(Options(64, 4));
+  const Verdict verdict = State(pb::NORMAL, 1);
+  const std::vector<Anomaly> none;
+  std::unique_ptr<exporter::RunSink> old_sink = history.Open("r");
+  history.Forget("r");
+  std::unique_ptr<exporter::RunSink> new_sink = history.Open("r");
+  const StepSummary step = Step(1);
+  new_sink->OnStepFinalized({&step, &verdict, &none, false});
+  old_sink->OnRunEnded(exporter::RunEnd::kExpired);
+  ASSERT_TRUE(history.Points("r", 0).ok());
+  EXPECT_EQ(history.Points("r", 0)->size(), 1u);
 }
 
 TEST(RunHistoryTest, TimelineHasStateSpansAndEveryAnomalyOnce) {

@@ -59,6 +59,35 @@ void AlertmanagerPusher::Update(absl::string_view run,
   pending_.push_back(std::move(update));
 }
 
+class AlertmanagerPusher::PushRunSink final : public exporter::RunSink {
+ public:
+  PushRunSink(AlertmanagerPusher* pusher, std::string run)
+      : pusher_(pusher), run_(std::move(run)) {}
+
+  void OnReportAccepted(absl::Time, entrowatch::v1::Phase, absl::Span<const float>) override {}
+  void OnStepFinalized(const Step&) override {}
+
+  void OnVerdict(const entrowatch::v1::Verdict& verdict,
+                 const std::vector<entrowatch::v1::Anomaly>& active,
+                 const std::vector<entrowatch::v1::Anomaly>&) override {
+    pusher_->Update(run_, active, verdict);
+  }
+
+  void OnRunEnded(exporter::RunEnd why) override {
+    if (why == exporter::RunEnd::kExpired) {
+      pusher_->Update(run_, {}, entrowatch::v1::Verdict());  // resolves its alerts
+    }
+  }
+
+ private:
+  AlertmanagerPusher* const pusher_;
+  const std::string run_;
+};
+
+std::unique_ptr<exporter::RunSink> AlertmanagerPusher::Open(const std::string& run_id) {
+  return std::make_unique<PushRunSink>(this, run_id);
+}
+
 void AlertmanagerPusher::Shutdown() {
   {
     absl::MutexLock lock(&mu_);

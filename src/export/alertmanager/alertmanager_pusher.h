@@ -6,8 +6,12 @@
 //
 //   AlertmanagerPusher pusher(options);
 //   RETURN_IF_ERROR(pusher.Start());
-//   pusher.Update(run, ack.anomalies, ack.verdict);   // after each finalized step
+//   auto run_sink = pusher.Open(run);   // a Sink: OnVerdict updates the run's alerts
 //   pusher.Shutdown();
+//
+// As a sink, a run's verdict and active anomalies (OnVerdict) replace what it
+// had firing, and a run that expires resolves all its alerts; a finished run
+// keeps them until they resolve or expire in Alertmanager.
 //
 // Update() never blocks on the network: it copies the run's state into a
 // bounded queue that the pusher's own thread drains. That thread posts new
@@ -18,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,10 +35,11 @@
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "export/alertmanager/alertmanager_options.h"
 #include "export/alertmanager/http_client.h"
+#include "export/sink.h"
 
 namespace entrowatch::alertmanager {
 
-class AlertmanagerPusher {
+class AlertmanagerPusher final : public exporter::Sink {
  public:
   struct Stats {
     uint64_t posts_ok = 0;         // posts Alertmanager accepted
@@ -46,7 +52,7 @@ class AlertmanagerPusher {
   // pusher. Nothing runs before Start().
   explicit AlertmanagerPusher(const AlertmanagerOptions& options,
                               const common::Clock* clock = common::Clock::Real());
-  ~AlertmanagerPusher();  // calls Shutdown()
+  ~AlertmanagerPusher() override;  // calls Shutdown()
   AlertmanagerPusher(const AlertmanagerPusher&) = delete;
   AlertmanagerPusher& operator=(const AlertmanagerPusher&) = delete;
 
@@ -63,6 +69,9 @@ class AlertmanagerPusher {
   void Update(absl::string_view run, const std::vector<entrowatch::v1::Anomaly>& active,
               const entrowatch::v1::Verdict& verdict);
 
+  // Sink. The RunSink calls Update(); it must not outlive the pusher.
+  std::unique_ptr<exporter::RunSink> Open(const std::string& run_id) override;
+
   // Stops the thread: a post in flight is abandoned, then changes not yet
   // delivered get one last attempt of at most 2 s. Active alerts are not
   // resolved: they expire in Alertmanager unless a restarted daemon posts
@@ -77,6 +86,8 @@ class AlertmanagerPusher {
     std::vector<entrowatch::v1::Anomaly> active;
     entrowatch::v1::Verdict verdict;
   };
+
+  class PushRunSink;
 
   void Run();
 
