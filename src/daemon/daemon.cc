@@ -159,27 +159,26 @@ absl::Status Daemon::Start() {
     }
     store_ = *std::move(store);
   }
-  metrics_sink_ = std::make_unique<MetricsSink>(metrics_.get());
-  std::vector<exporter::Sink*> sinks = {metrics_sink_.get()};
+  // Where the processor's output goes: the metrics always, the console's
+  // history and Alertmanager when enabled.
+  std::vector<exporter::Sink*> sinks = {metrics_.get()};
   if (config_.console.enabled) {
     console::HistoryOptions history_options;
     history_options.max_points = config_.console.history_points;
     history_options.head_points = config_.console.head_history_points;
     history_ = std::make_unique<console::RunHistory>(history_options);
-    other_sinks_.push_back(std::make_unique<HistorySink>(history_.get()));
-    sinks.push_back(other_sinks_.back().get());
+    sinks.push_back(history_.get());
   }
   if (config_.alertmanager.enabled) {
     pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(config_.alertmanager, clock_);
     if (absl::Status s = pusher_->Start(); !s.ok()) {
       return s;
     }
-    other_sinks_.push_back(std::make_unique<AlertSink>(pusher_.get()));
-    sinks.push_back(other_sinks_.back().get());
+    sinks.push_back(pusher_.get());
     spdlog::info("pushing alerts to Alertmanager at {}", config_.alertmanager.url);
   }
   processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), std::move(sinks),
-                                                 metrics_sink_.get(), clock_, store_.get());
+                                                 metrics_.get(), clock_, store_.get());
   if (absl::Status s = processor_->Restore(); !s.ok()) {
     return s;
   }

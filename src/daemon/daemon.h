@@ -16,7 +16,6 @@
 #include "config/config.h"
 #include "console/console.h"
 #include "console/run_history.h"
-#include "daemon/exporter_sinks.h"
 #include "daemon/processor.h"
 #include "export/alertmanager/alertmanager_pusher.h"
 #include "export/metrics.h"
@@ -71,9 +70,6 @@ class Daemon {
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;  // when enabled
   std::unique_ptr<store::DurableStore> store_;                // when state_dir is set
   std::unique_ptr<console::RunHistory> history_;              // when the console is enabled
-  // What the processor tells: the metrics always, alerts and history when on.
-  std::unique_ptr<MetricsSink> metrics_sink_;
-  std::vector<std::unique_ptr<exporter::Sink>> other_sinks_;
   std::unique_ptr<ReportProcessor> processor_;
   std::unique_ptr<console::Console> console_;
   std::unique_ptr<ingest::MonitorService> service_;
