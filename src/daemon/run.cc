@@ -105,20 +105,10 @@ Run::QueuedWrite Run::Fold(const Report& report, analysis::ReportContribution co
   if (store_ != nullptr) {
     batch = ReportWrite(report, contribution);
   }
-  const std::vector<float> entropies = contribution.entropies;
-  const entrowatch::v1::Phase phase = contribution.phase;
-  const bool accepted = aggregator_.Add(std::move(contribution), clock_->Monotonic());
-  if (accepted) {
-    counters_.accepted++;
-  } else {
-    counters_.late++;
+  const bool accepted = AddToStep(std::move(contribution), received);
+  if (!accepted) {
     ack->set_late(true);
     batch = store::WriteBatch();  // a late report changes nothing stored
-  }
-  for (auto& sink : sinks_) {
-    // A late report was seen, but its entropies are not part of any step.
-    sink->OnReportAccepted(received, phase,
-                           accepted ? absl::MakeConstSpan(entropies) : absl::Span<const float>());
   }
   DrainFinalized();
   if (report.final()) {
@@ -127,6 +117,19 @@ Run::QueuedWrite Run::Fold(const Report& report, analysis::ReportContribution co
   FillAck(ack);
   return QueueWrite(std::move(batch), accepted ? QueuedWrite::Counted::kAccepted
                                                : QueuedWrite::Counted::kLate);
+}
+
+bool Run::AddToStep(analysis::ReportContribution contribution, absl::Time received) {
+  const std::vector<float> entropies = contribution.entropies;
+  const entrowatch::v1::Phase phase = contribution.phase;
+  const bool accepted = aggregator_.Add(std::move(contribution), clock_->Monotonic());
+  (accepted ? counters_.accepted : counters_.late)++;
+  for (auto& sink : sinks_) {
+    // A late report was seen, but its entropies are not part of any step.
+    sink->OnReportAccepted(received, phase,
+                           accepted ? absl::MakeConstSpan(entropies) : absl::Span<const float>());
+  }
+  return accepted;
 }
 
 store::WriteBatch Run::ReportWrite(const Report& report,

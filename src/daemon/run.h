@@ -136,6 +136,10 @@ class Run {
   // Queues the run's unsaved steps and state, with `report` when given.
   QueuedWrite QueueWrite(store::WriteBatch batch, QueuedWrite::Counted counted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Folds a contribution into its step, counts the report and tells the
+  // sinks. False when the step was already finalized (late).
+  bool AddToStep(analysis::ReportContribution contribution, absl::Time received)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What the store keeps of an accepted report.
   store::WriteBatch ReportWrite(const entrowatch::v1::Report& report,
                                 const analysis::ReportContribution& contribution) const;
