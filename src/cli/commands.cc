@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <initializer_list>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -38,6 +39,7 @@
 #include "config/config.h"
 #include "entrowatch/client/stream_client.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
+#include "ingest/report_adapter.h"
 
 namespace entrowatch::cli {
 namespace {
@@ -620,6 +622,45 @@ int PrintBenchResult(const std::string& command, const absl::StatusOr<compute::B
   return kExitOk;
 }
 
+// The bench's tensors go through the daemon's wire-to-engine adapter, so a
+// figure is what the daemon computes for a block a client sent with every
+// optional field (valid_vocab, temperature, top_p, scale) left unset.
+void SetWireTensor(common::DType dtype, std::initializer_list<int64_t> shape,
+                   const std::vector<uint8_t>& bytes, v1::Tensor* tensor) {
+  tensor->set_dtype(dtype == common::DType::kFloat32   ? v1::FLOAT32
+                    : dtype == common::DType::kFloat16 ? v1::FLOAT16
+                                                       : v1::BFLOAT16);
+  for (int64_t d : shape) {
+    tensor->add_shape(static_cast<uint64_t>(d));
+  }
+  tensor->set_data(bytes.data(), bytes.size());
+}
+
+absl::StatusOr<compute::BenchResult> RunWireEntropyBench(
+    const compute::EntropyBenchOptions& options) {
+  v1::LogitsBlock block;
+  SetWireTensor(options.dtype, {options.rows, options.vocab},
+                compute::RandomBenchTensor(options.dtype, options.rows * options.vocab, 3.0f, 1),
+                block.mutable_logits());
+  return compute::TimeTokenEntropy(options, ingest::LogitsInputOf(block));
+}
+
+absl::StatusOr<compute::BenchResult> RunWireAttentionBench(
+    const compute::AttentionBenchOptions& options) {
+  const int64_t kv_heads = options.kv_heads == 0 ? options.heads : options.kv_heads;
+  v1::AttentionBlock block;
+  SetWireTensor(options.dtype, {options.heads, options.seq, options.head_dim},
+                compute::RandomBenchTensor(
+                    options.dtype, options.heads * options.seq * options.head_dim, 1.0f, 2),
+                block.mutable_q());
+  SetWireTensor(
+      options.dtype, {kv_heads, options.seq, options.head_dim},
+      compute::RandomBenchTensor(options.dtype, kv_heads * options.seq * options.head_dim, 1.0f, 3),
+      block.mutable_k());
+  block.set_causal(options.causal);
+  return compute::TimeAttentionEntropy(options, ingest::AttentionInputOf(block));
+}
+
 std::vector<FlagSpec> CommonBenchFlags() {
   return {UnusedAddrFlag(),
           {"backend", "NAME", "cpu | cuda | cpu-reference | auto (default cpu)"},
@@ -644,7 +685,7 @@ int RunBenchEntropyCommand(const ParsedArgs& args, const std::string& addr, std:
   if (!status.ok()) {
     return UsageError("bench entropy", status, err);
   }
-  return PrintBenchResult("bench entropy", compute::RunEntropyBench(options), args.Has("json"), out,
+  return PrintBenchResult("bench entropy", RunWireEntropyBench(options), args.Has("json"), out,
                           err);
 }
 
@@ -667,7 +708,7 @@ int RunBenchAttentionCommand(const ParsedArgs& args, const std::string& addr, st
   if (!status.ok()) {
     return UsageError("bench attention", status, err);
   }
-  return PrintBenchResult("bench attention", compute::RunAttentionBench(options), args.Has("json"),
+  return PrintBenchResult("bench attention", RunWireAttentionBench(options), args.Has("json"),
                           out, err);
 }
 

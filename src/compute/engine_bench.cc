@@ -29,23 +29,6 @@ absl::string_view ShortName(DType dtype) {
   return "?";
 }
 
-std::vector<uint8_t> RandomTensor(DType dtype, int64_t count, float stddev, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, stddev);
-  std::vector<uint8_t> bytes(count * common::DTypeSize(dtype));
-  for (int64_t i = 0; i < count; ++i) {
-    const float v = normal(rng);
-    if (dtype == DType::kFloat32) {
-      std::memcpy(bytes.data() + 4 * i, &v, 4);
-    } else {
-      const uint16_t h =
-          dtype == DType::kFloat16 ? common::FloatToHalf(v) : common::FloatToBFloat16(v);
-      std::memcpy(bytes.data() + 2 * i, &h, 2);
-    }
-  }
-  return bytes;
-}
-
 // Runs `call` once to warm up, then until both minimums are met; returns the
 // median duration in milliseconds and the number of timed calls.
 template <typename Call>
@@ -77,6 +60,23 @@ absl::StatusOr<EngineSelection> MakeEngine(const std::string& backend, int threa
 
 }  // namespace
 
+std::vector<uint8_t> RandomBenchTensor(DType dtype, int64_t count, float stddev, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<uint8_t> bytes(count * common::DTypeSize(dtype));
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = normal(rng);
+    if (dtype == DType::kFloat32) {
+      std::memcpy(bytes.data() + 4 * i, &v, 4);
+    } else {
+      const uint16_t h =
+          dtype == DType::kFloat16 ? common::FloatToHalf(v) : common::FloatToBFloat16(v);
+      std::memcpy(bytes.data() + 2 * i, &h, 2);
+    }
+  }
+  return bytes;
+}
+
 absl::StatusOr<DType> ParseBenchDType(absl::string_view name) {
   if (name == "fp32" || name == "float32") {
     return DType::kFloat32;
@@ -96,26 +96,31 @@ absl::StatusOr<BenchResult> RunEntropyBench(const EntropyBenchOptions& options) 
     return absl::InvalidArgumentError(
         absl::StrCat("rows ", options.rows, " and vocab ", options.vocab, " must be positive"));
   }
-  ASSIGN_OR_RETURN(EngineSelection selection, MakeEngine(options.backend, options.threads));
   const std::vector<uint8_t> logits =
-      RandomTensor(options.dtype, options.rows * options.vocab, 3.0f, 1);
+      RandomBenchTensor(options.dtype, options.rows * options.vocab, 3.0f, 1);
   LogitsInput in;
   in.logits = {options.dtype, options.rows, options.vocab, logits.data()};
   in.valid_vocab = options.vocab;
-  std::vector<RowEntropy> out(options.rows);
+  return TimeTokenEntropy(options, in);
+}
+
+absl::StatusOr<BenchResult> TimeTokenEntropy(const EntropyBenchOptions& options,
+                                             const LogitsInput& in) {
+  ASSIGN_OR_RETURN(EngineSelection selection, MakeEngine(options.backend, options.threads));
+  std::vector<RowEntropy> out(in.logits.rows);
   BenchResult result;
   result.kind = "entropy";
   result.backend = selection.backend;
   result.degraded = selection.degraded;
   result.fallback_reason = selection.fallback_reason;
-  result.dtype = std::string(ShortName(options.dtype));
-  result.shape = absl::StrCat(options.rows, "x", options.vocab);
+  result.dtype = std::string(ShortName(in.logits.dtype));
+  result.shape = absl::StrCat(in.logits.rows, "x", in.logits.cols);
   RETURN_IF_ERROR(TimeCalls(
       options.min_seconds, options.min_iterations,
       [&] { return selection.engine->TokenEntropy(in, absl::MakeSpan(out)); }, &result.ms,
       &result.iterations));
-  result.gb_per_s = static_cast<double>(logits.size()) / (result.ms * 1e6);
-  result.items_per_s = static_cast<double>(options.rows) / (result.ms * 1e-3);
+  result.gb_per_s = static_cast<double>(in.logits.bytes()) / (result.ms * 1e6);
+  result.items_per_s = static_cast<double>(in.logits.rows) / (result.ms * 1e-3);
   return result;
 }
 
@@ -124,11 +129,10 @@ absl::StatusOr<BenchResult> RunAttentionBench(const AttentionBenchOptions& optio
   if (options.heads < 1 || kv_heads < 1 || options.seq < 1 || options.head_dim < 1) {
     return absl::InvalidArgumentError("heads, kv-heads, seq and head-dim must be positive");
   }
-  ASSIGN_OR_RETURN(EngineSelection selection, MakeEngine(options.backend, options.threads));
   const std::vector<uint8_t> q =
-      RandomTensor(options.dtype, options.heads * options.seq * options.head_dim, 1.0f, 2);
+      RandomBenchTensor(options.dtype, options.heads * options.seq * options.head_dim, 1.0f, 2);
   const std::vector<uint8_t> k =
-      RandomTensor(options.dtype, kv_heads * options.seq * options.head_dim, 1.0f, 3);
+      RandomBenchTensor(options.dtype, kv_heads * options.seq * options.head_dim, 1.0f, 3);
   AttentionInput in;
   in.dtype = options.dtype;
   in.q = q.data();
@@ -139,21 +143,29 @@ absl::StatusOr<BenchResult> RunAttentionBench(const AttentionBenchOptions& optio
   in.nk = options.seq;
   in.head_dim = options.head_dim;
   in.causal = options.causal;
+  return TimeAttentionEntropy(options, in);
+}
+
+absl::StatusOr<BenchResult> TimeAttentionEntropy(const AttentionBenchOptions& options,
+                                                 const AttentionInput& in) {
+  ASSIGN_OR_RETURN(EngineSelection selection, MakeEngine(options.backend, options.threads));
   AttentionOutput out;
   BenchResult result;
   result.kind = "attention";
   result.backend = selection.backend;
   result.degraded = selection.degraded;
   result.fallback_reason = selection.fallback_reason;
-  result.dtype = std::string(ShortName(options.dtype));
-  result.shape = absl::StrCat("H", options.heads, "/KV", kv_heads, " N", options.seq, " d",
-                              options.head_dim, options.causal ? " causal" : "");
+  result.dtype = std::string(ShortName(in.dtype));
+  result.shape = absl::StrCat("H", in.heads, "/KV", in.kv_heads, " N", in.nk, " d", in.head_dim,
+                              in.causal ? " causal" : "");
   RETURN_IF_ERROR(TimeCalls(
       options.min_seconds, options.min_iterations,
       [&] { return selection.engine->AttentionEntropy(in, &out); }, &result.ms,
       &result.iterations));
-  result.gb_per_s = static_cast<double>(q.size() + k.size()) / (result.ms * 1e6);
-  result.items_per_s = static_cast<double>(options.heads * options.seq) / (result.ms * 1e-3);
+  const size_t bytes = static_cast<size_t>((in.heads * in.nq + in.kv_heads * in.nk) *
+                                           in.head_dim) * common::DTypeSize(in.dtype);
+  result.gb_per_s = static_cast<double>(bytes) / (result.ms * 1e6);
+  result.items_per_s = static_cast<double>(in.heads * in.nq) / (result.ms * 1e-3);
   return result;
 }
 

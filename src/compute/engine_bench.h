@@ -6,10 +6,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/tensor_view.h"
+#include "compute/entropy_engine.h"
 
 namespace entrowatch::compute {
 
@@ -56,6 +58,20 @@ absl::StatusOr<common::DType> ParseBenchDType(absl::string_view name);
 // otherwise. Allocates the inputs (rows * vocab elements, or q and k).
 absl::StatusOr<BenchResult> RunEntropyBench(const EntropyBenchOptions& options);
 absl::StatusOr<BenchResult> RunAttentionBench(const AttentionBenchOptions& options);
+
+// The timing part of the two above, on an input the caller made and keeps
+// alive (the CLI makes it from a wire report, as the daemon does): the engine
+// `options.backend` and `options.threads` select, timed as `options.min_*`
+// say; shape and dtype come from `in`.
+absl::StatusOr<BenchResult> TimeTokenEntropy(const EntropyBenchOptions& options,
+                                             const LogitsInput& in);
+absl::StatusOr<BenchResult> TimeAttentionEntropy(const AttentionBenchOptions& options,
+                                                 const AttentionInput& in);
+
+// The random input of a bench: `count` values drawn from N(0, stddev) with
+// `seed`, as little-endian elements of `dtype`.
+std::vector<uint8_t> RandomBenchTensor(common::DType dtype, int64_t count, float stddev,
+                                       uint64_t seed);
 
 // One JSON object: kind, backend, degraded, fallback_reason, dtype, shape,
 // iterations, ms, gb_per_s, and rows_per_s (entropy) or queries_per_s

@@ -159,28 +159,28 @@ absl::Status Daemon::Start() {
     }
     store_ = *std::move(store);
   }
-  processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), metrics_.get(), clock_,
-                                                 store_.get());
+  // Where the processor's output goes: the metrics always, the console's
+  // history and Alertmanager when enabled.
+  std::vector<exporter::Sink*> sinks = {metrics_.get()};
   if (config_.console.enabled) {
     console::HistoryOptions history_options;
     history_options.max_points = config_.console.history_points;
     history_options.head_points = config_.console.head_history_points;
     history_ = std::make_unique<console::RunHistory>(history_options);
-    processor_->set_history(history_.get());
-  }
-  if (absl::Status s = processor_->Restore(); !s.ok()) {
-    return s;
+    sinks.push_back(history_.get());
   }
   if (config_.alertmanager.enabled) {
     pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(config_.alertmanager, clock_);
     if (absl::Status s = pusher_->Start(); !s.ok()) {
       return s;
     }
-    processor_->set_health_listener(
-        [pusher = pusher_.get()](
-            const std::string& run, const std::vector<entrowatch::v1::Anomaly>& active,
-            const entrowatch::v1::Verdict& verdict) { pusher->Update(run, active, verdict); });
+    sinks.push_back(pusher_.get());
     spdlog::info("pushing alerts to Alertmanager at {}", config_.alertmanager.url);
+  }
+  processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(), std::move(sinks),
+                                                 metrics_.get(), clock_, store_.get());
+  if (absl::Status s = processor_->Restore(); !s.ok()) {
+    return s;
   }
   if (config_.console.enabled) {
     console::ConsoleOptions console_options;

@@ -69,8 +69,8 @@ class Daemon {
   std::unique_ptr<ingest::MemoryGuard> memory_guard_;
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;  // when enabled
   std::unique_ptr<store::DurableStore> store_;                // when state_dir is set
+  std::unique_ptr<console::RunHistory> history_;              // when the console is enabled
   std::unique_ptr<ReportProcessor> processor_;
-  std::unique_ptr<console::RunHistory> history_;  // when the console is enabled
   std::unique_ptr<console::Console> console_;
   std::unique_ptr<ingest::MonitorService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,13 +1,15 @@
 // libFuzzer target over the daemon's request path: bytes are decoded as a
-// Report, validated with the ingest limits, and a valid report's logits and
-// attention blocks are computed the way src/daemon/processor.cc does, by the
-// float64 reference engine and by the vectorized CPU engine (what the daemon
-// runs on a host without a GPU). Besides the sanitizers' findings it aborts
-// when a contract is broken:
+// Report, validated with the ingest limits, and a valid report goes through
+// the daemon's own adapter (ingest/report_adapter.h) into the float64
+// reference engine and the vectorized CPU engine (what the daemon runs on a
+// host without a GPU). Besides the sanitizers' findings it aborts when a
+// contract is broken:
 //   - a refused report gets InvalidArgument with a message naming the field;
 //   - a validated block meets each engine's preconditions (no InvalidArgument);
 //   - every row an engine reports as finite has statistics within their
-//     documented bounds (never NaN).
+//     documented bounds (never NaN);
+//   - the whole report folds into a contribution with one entropy, one
+//     normalized value and one kind per token, or fails naming its block.
 
 #include <algorithm>
 #include <cmath>
@@ -19,13 +21,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "common/tensor_view.h"
 #include "compute/engine_factory.h"
 #include "compute/input_checks.h"
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "google/protobuf/stubs/logging.h"
+#include "ingest/report_adapter.h"
 #include "ingest/validate.h"
 
 namespace {
@@ -101,18 +104,9 @@ void CheckRows(const EngineUnderTest& e, const entrowatch::compute::LogitsInput&
   }
 }
 
-// As ReportProcessor::Compute reads a validated logits block.
+// The engine input the daemon makes of a validated logits block.
 void ComputeLogits(const entrowatch::v1::LogitsBlock& block) {
-  entrowatch::compute::LogitsInput in;
-  in.logits.dtype = *entrowatch::common::DTypeFromProto(block.logits().dtype());
-  in.logits.rows = static_cast<int64_t>(block.logits().shape(0));
-  in.logits.cols = static_cast<int64_t>(block.logits().shape(1));
-  in.logits.data = block.logits().data().data();
-  in.valid_vocab = block.valid_vocab() == 0 ? in.logits.cols : block.valid_vocab();
-  in.temperature = block.temperature() == 0 ? 1.0f : block.temperature();
-  in.target_ids = absl::MakeConstSpan(block.target_ids().data(), block.target_ids_size());
-  in.top_k = block.sampling().top_k();
-  in.top_p = block.sampling().top_p() == 0 ? 1.0f : block.sampling().top_p();
+  const entrowatch::compute::LogitsInput in = entrowatch::ingest::LogitsInputOf(block);
   for (const EngineUnderTest& e : Engines()) {
     std::vector<entrowatch::compute::RowEntropy> rows(static_cast<size_t>(in.logits.rows));
     const absl::Status status = e.engine->TokenEntropy(in, absl::MakeSpan(rows));
@@ -125,20 +119,11 @@ void ComputeLogits(const entrowatch::v1::LogitsBlock& block) {
   }
 }
 
-// As ReportProcessor::Compute reads a validated attention block (the daemon
-// refuses non-finite Q/K, or Q/K whose scores could overflow, before computing).
+// The engine input the daemon makes of a validated attention block (the
+// daemon refuses non-finite Q/K, or Q/K whose scores could overflow, before
+// computing).
 void ComputeAttention(const entrowatch::v1::AttentionBlock& block) {
-  entrowatch::compute::AttentionInput in;
-  in.dtype = *entrowatch::common::DTypeFromProto(block.q().dtype());
-  in.q = block.q().data().data();
-  in.k = block.k().data().data();
-  in.heads = static_cast<int64_t>(block.q().shape(0));
-  in.nq = static_cast<int64_t>(block.q().shape(1));
-  in.head_dim = static_cast<int64_t>(block.q().shape(2));
-  in.kv_heads = static_cast<int64_t>(block.k().shape(0));
-  in.nk = static_cast<int64_t>(block.k().shape(1));
-  in.causal = block.causal();
-  in.scale = block.scale();
+  const entrowatch::compute::AttentionInput in = entrowatch::ingest::AttentionInputOf(block);
   const absl::Status values = entrowatch::compute::CheckAttentionValues(in);
   if (!values.ok()) {
     if (!absl::IsInvalidArgument(values)) {
@@ -167,6 +152,26 @@ void ComputeAttention(const entrowatch::v1::AttentionBlock& block) {
           !Within(out.renyi2[i], 0, out.shannon[i], slack)) {
         Fail(e, "attention entropy outside [0, log nk], Renyi-2 above Shannon, or NaN");
       }
+    }
+  }
+}
+
+// As the daemon computes a whole report (rows with NaN skipped, as with
+// ingest.skip_nonfinite_rows).
+void ComputeReport(const Report& report) {
+  for (const EngineUnderTest& e : Engines()) {
+    const absl::StatusOr<entrowatch::analysis::ReportContribution> c =
+        entrowatch::ingest::ComputeContribution(report, *e.engine, {.skip_nonfinite_rows = true},
+                                                nullptr);
+    if (!c.ok()) {
+      if (c.status().message().find('[') == absl::string_view::npos) {
+        Fail("a report that cannot be computed must name its block", c.status());
+      }
+      continue;
+    }
+    if (c->normalized.size() != c->entropies.size() ||
+        c->generated.size() != c->entropies.size()) {
+      Fail(e, "contribution with mismatched per-token vectors");
     }
   }
 }
@@ -200,5 +205,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& block : report.attention()) {
     ComputeAttention(block);
   }
+  ComputeReport(report);
   return 0;
 }
