@@ -2,13 +2,15 @@
 // entrowatchd (or entrowatch_null_sink) and prints acknowledged throughput,
 // send-to-Ack latency and the server's RSS and CPU time.
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
+#include <map>
 #include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "load_generator.h"
 #include "proc_stats.h"
@@ -129,25 +131,13 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
 
 double Mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
-std::string CodeMap(const std::map<int, int64_t>& codes) {
-  return absl::StrJoin(codes, ", ", [](std::string* out, const std::pair<const int, int64_t>& e) {
-    absl::StrAppend(out, "\"", e.first, "\": ", e.second);
-  });
-}
-
-std::string JsonEscape(absl::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppendFormat(&out, "\\u%04x", c);
-    } else {
-      out.push_back(c);
-    }
+// {"code": count, ...}, keyed by the numeric gRPC status code.
+nlohmann::ordered_json CodeObject(const std::map<int, int64_t>& codes) {
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  for (const auto& [code, count] : codes) {
+    object[std::to_string(code)] = count;
   }
-  return out;
+  return object;
 }
 
 void Print(const Flags& flags, const LoadResult& r) {
@@ -159,26 +149,35 @@ void Print(const Flags& flags, const LoadResult& r) {
     errors += count;
   }
   if (flags.json) {
-    std::printf(
-        "{\"label\": \"%s\", \"streams\": %d, \"window_s\": %.3f, \"reports_per_s\": %.1f, "
-        "\"mib_per_s\": %.2f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
-        "\"sent\": %lld, \"acked\": %lld, \"ok\": %lld, \"duplicate\": %lld, \"late\": %lld, "
-        "\"unmatched\": %lld, \"ack_errors\": {%s}, \"logits_acked\": %lld, "
-        "\"resent\": %lld, \"refused\": %lld, \"stream_restarts\": %lld, "
-        "\"streams_failed\": %lld, \"first_stream_error\": \"%s\", \"server_cpu_s\": %.3f, "
-        "\"server_rss_end_mib\": %.1f, \"server_rss_max_mib\": %.1f, "
-        "\"server_rss_hwm_mib\": %.1f, \"stopped_early\": %s, \"submit_codes\": {%s}}\n",
-        JsonEscape(flags.label).c_str(), flags.load.streams, r.window_seconds, reports_per_s,
-        mib_per_s, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms,
-        static_cast<long long>(r.reports_sent), static_cast<long long>(r.reports_acked),
-        static_cast<long long>(r.acks_ok), static_cast<long long>(r.acks_duplicate),
-        static_cast<long long>(r.acks_late), static_cast<long long>(r.acks_unmatched),
-        CodeMap(r.ack_errors).c_str(), static_cast<long long>(r.logits_reports_acked),
-        static_cast<long long>(r.reports_resent), static_cast<long long>(r.acks_refused),
-        static_cast<long long>(r.stream_restarts), static_cast<long long>(r.streams_failed),
-        JsonEscape(r.first_stream_error).c_str(), r.server_cpu_seconds, Mib(r.server_rss_end_bytes),
-        Mib(r.server_rss_max_bytes), Mib(r.server_rss_hwm_bytes),
-        r.stopped_early ? "true" : "false", CodeMap(r.submit_codes).c_str());
+    const nlohmann::ordered_json line = {
+        {"label", flags.label},
+        {"streams", flags.load.streams},
+        {"window_s", r.window_seconds},
+        {"reports_per_s", reports_per_s},
+        {"mib_per_s", mib_per_s},
+        {"p50_ms", r.latency_p50_ms},
+        {"p99_ms", r.latency_p99_ms},
+        {"max_ms", r.latency_max_ms},
+        {"sent", r.reports_sent},
+        {"acked", r.reports_acked},
+        {"ok", r.acks_ok},
+        {"duplicate", r.acks_duplicate},
+        {"late", r.acks_late},
+        {"unmatched", r.acks_unmatched},
+        {"ack_errors", CodeObject(r.ack_errors)},
+        {"logits_acked", r.logits_reports_acked},
+        {"resent", r.reports_resent},
+        {"refused", r.acks_refused},
+        {"stream_restarts", r.stream_restarts},
+        {"streams_failed", r.streams_failed},
+        {"first_stream_error", r.first_stream_error},
+        {"server_cpu_s", r.server_cpu_seconds},
+        {"server_rss_end_mib", Mib(r.server_rss_end_bytes)},
+        {"server_rss_max_mib", Mib(r.server_rss_max_bytes)},
+        {"server_rss_hwm_mib", Mib(r.server_rss_hwm_bytes)},
+        {"stopped_early", r.stopped_early},
+        {"submit_codes", CodeObject(r.submit_codes)}};
+    std::printf("%s\n", line.dump().c_str());
     return;
   }
   std::printf("%s: %d streams, %.2f s measured\n", flags.label.c_str(), flags.load.streams,
@@ -204,7 +203,7 @@ void Print(const Flags& flags, const LoadResult& r) {
         r.stopped_early ? " (RSS limit reached: stopped early)" : "");
   }
   if (!r.submit_codes.empty()) {
-    std::printf("  submit burst status codes: {%s}\n", CodeMap(r.submit_codes).c_str());
+    std::printf("  submit burst status codes: %s\n", CodeObject(r.submit_codes).dump().c_str());
   }
 }
 

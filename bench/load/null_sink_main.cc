@@ -4,6 +4,7 @@
 // ingest throughput). Serves until SIGTERM / SIGINT or --max-seconds.
 
 #include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
 
@@ -118,7 +119,7 @@ bool WriteReadyFile(const std::string& path, const std::string& address) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << absl::StrCat(R"({"grpc_address": ")", address, R"(", "pid": )", getpid(), "}\n");
+    out << nlohmann::ordered_json{{"grpc_address", address}, {"pid", getpid()}}.dump() << "\n";
     if (!out) {
       return false;
     }

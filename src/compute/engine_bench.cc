@@ -1,5 +1,7 @@
 #include "compute/engine_bench.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -158,21 +160,18 @@ absl::StatusOr<BenchResult> RunAttentionBench(const AttentionBenchOptions& optio
 }
 
 std::string BenchResultToJson(const BenchResult& result) {
-  // Only the reason is free text; the other strings are fixed vocabularies.
-  std::string reason;
-  for (char c : result.fallback_reason) {
-    if (c == '"' || c == '\\') {
-      reason.push_back('\\');
-    }
-    reason.push_back(c);
-  }
-  return absl::StrFormat(
-      "{\"kind\": \"%s\", \"backend\": \"%s\", \"degraded\": %s, \"fallback_reason\": \"%s\", "
-      "\"dtype\": \"%s\", \"shape\": \"%s\", \"iterations\": %d, \"ms\": %.6g, "
-      "\"gb_per_s\": %.6g, \"%s\": %.6g}",
-      result.kind, result.backend, result.degraded ? "true" : "false", reason, result.dtype,
-      result.shape, result.iterations, result.ms, result.gb_per_s,
-      result.kind == "attention" ? "queries_per_s" : "rows_per_s", result.items_per_s);
+  const nlohmann::ordered_json json = {
+      {"kind", result.kind},
+      {"backend", result.backend},
+      {"degraded", result.degraded},
+      {"fallback_reason", result.fallback_reason},
+      {"dtype", result.dtype},
+      {"shape", result.shape},
+      {"iterations", result.iterations},
+      {"ms", result.ms},
+      {"gb_per_s", result.gb_per_s},
+      {result.kind == "attention" ? "queries_per_s" : "rows_per_s", result.items_per_s}};
+  return json.dump();
 }
 
 std::string BenchResultToText(const BenchResult& result) {

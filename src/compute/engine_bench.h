@@ -57,7 +57,7 @@ absl::StatusOr<common::DType> ParseBenchDType(absl::string_view name);
 absl::StatusOr<BenchResult> RunEntropyBench(const EntropyBenchOptions& options);
 absl::StatusOr<BenchResult> RunAttentionBench(const AttentionBenchOptions& options);
 
-// One JSON object: kind, backend, degraded, fallback_reason, dtype, shape,
+// One JSON object on one line: kind, backend, degraded, fallback_reason, dtype, shape,
 // iterations, ms, gb_per_s, and rows_per_s (entropy) or queries_per_s
 // (attention).
 std::string BenchResultToJson(const BenchResult& result);

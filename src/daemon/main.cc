@@ -1,5 +1,6 @@
 // entrowatchd: the entrowatch training-health monitoring daemon.
 
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
 
@@ -31,9 +32,11 @@ bool WriteReadyFile(const std::string& path, const entrowatch::daemon::Daemon& d
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << absl::StrCat(R"({"grpc_address": ")", daemon.grpc_address(),
-                        R"(", "metrics_address": ")", daemon.metrics_address(),
-                        R"(", "backend": ")", daemon.backend(), R"(", "pid": )", getpid(), "}\n");
+    const nlohmann::ordered_json ready = {{"grpc_address", daemon.grpc_address()},
+                                          {"metrics_address", daemon.metrics_address()},
+                                          {"backend", daemon.backend()},
+                                          {"pid", getpid()}};
+    out << ready.dump() << "\n";
     if (!out) {
       return false;
     }

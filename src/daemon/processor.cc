@@ -8,6 +8,7 @@
 #include "common/tensor_view.h"
 #include "compute/input_checks.h"
 #include "google/protobuf/util/time_util.h"
+#include "ingest/wire_dtype.h"
 #include "spdlog/spdlog.h"
 
 namespace entrowatch::daemon {
@@ -95,7 +96,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
   for (int b = 0; b < report.logits_size(); ++b) {
     const auto& block = report.logits(b);
     compute::LogitsInput in;
-    in.logits.dtype = *common::DTypeFromProto(block.logits().dtype());
+    in.logits.dtype = *ingest::DTypeFromProto(block.logits().dtype());
     in.logits.rows = Dim(block.logits(), 0);
     in.logits.cols = Dim(block.logits(), 1);
     in.logits.data = block.logits().data().data();
@@ -158,7 +159,7 @@ absl::Status ReportProcessor::Compute(const Report& report,
     const auto& block = report.attention(b);
     const std::string field = absl::StrCat("attention[", b, "]");
     compute::AttentionInput in;
-    in.dtype = *common::DTypeFromProto(block.q().dtype());
+    in.dtype = *ingest::DTypeFromProto(block.q().dtype());
     in.q = block.q().data().data();
     in.k = block.k().data().data();
     in.heads = Dim(block.q(), 0);

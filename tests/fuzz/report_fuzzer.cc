@@ -27,6 +27,7 @@
 #include "entrowatch/v1/entrowatch.pb.h"
 #include "google/protobuf/stubs/logging.h"
 #include "ingest/validate.h"
+#include "ingest/wire_dtype.h"
 
 namespace {
 
@@ -104,7 +105,7 @@ void CheckRows(const EngineUnderTest& e, const entrowatch::compute::LogitsInput&
 // As ReportProcessor::Compute reads a validated logits block.
 void ComputeLogits(const entrowatch::v1::LogitsBlock& block) {
   entrowatch::compute::LogitsInput in;
-  in.logits.dtype = *entrowatch::common::DTypeFromProto(block.logits().dtype());
+  in.logits.dtype = *entrowatch::ingest::DTypeFromProto(block.logits().dtype());
   in.logits.rows = static_cast<int64_t>(block.logits().shape(0));
   in.logits.cols = static_cast<int64_t>(block.logits().shape(1));
   in.logits.data = block.logits().data().data();
@@ -129,7 +130,7 @@ void ComputeLogits(const entrowatch::v1::LogitsBlock& block) {
 // refuses non-finite Q/K, or Q/K whose scores could overflow, before computing).
 void ComputeAttention(const entrowatch::v1::AttentionBlock& block) {
   entrowatch::compute::AttentionInput in;
-  in.dtype = *entrowatch::common::DTypeFromProto(block.q().dtype());
+  in.dtype = *entrowatch::ingest::DTypeFromProto(block.q().dtype());
   in.q = block.q().data().data();
   in.k = block.k().data().data();
   in.heads = static_cast<int64_t>(block.q().shape(0));
