@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-build}
 pkgs=(cmake make g++ pkg-config
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-      prometheus-cpp-dev libcivetweb-dev libspdlog-dev libyaml-cpp-dev libhwy-dev libsqlite3-dev nlohmann-json3-dev
+      prometheus-cpp-dev libcivetweb-dev libspdlog-dev libyaml-cpp-dev libhwy-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
       libgtest-dev libgmock-dev libbenchmark-dev curl libjs-dygraphs)
 if [ "$what" = test ]; then
   pkgs+=(prometheus prometheus-alertmanager python3-grpcio python3-protobuf python3-pytest

@@ -3,9 +3,8 @@
 // entropies back on the host), one JSON line per figure. Exits 0 with a
 // "skipped" line when no device works.
 
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/strings/str_format.h"

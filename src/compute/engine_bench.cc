@@ -1,10 +1,9 @@
 #include "compute/engine_bench.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
@@ -172,17 +171,6 @@ std::string BenchResultToJson(const BenchResult& result) {
       {"gb_per_s", result.gb_per_s},
       {result.kind == "attention" ? "queries_per_s" : "rows_per_s", result.items_per_s}};
   return json.dump();
-}
-
-std::string BenchResultToText(const BenchResult& result) {
-  std::string line = absl::StrFormat(
-      "%s %s %s backend=%s: %.3f ms  %.2f GB/s  %.4g %s/s  (%d iterations)", result.kind,
-      result.dtype, result.shape, result.backend, result.ms, result.gb_per_s, result.items_per_s,
-      result.kind == "attention" ? "queries" : "rows", result.iterations);
-  if (result.degraded) {
-    absl::StrAppend(&line, "  [degraded: ", result.fallback_reason, "]");
-  }
-  return line;
 }
 
 }  // namespace entrowatch::compute

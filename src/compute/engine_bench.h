@@ -61,7 +61,5 @@ absl::StatusOr<BenchResult> RunAttentionBench(const AttentionBenchOptions& optio
 // iterations, ms, gb_per_s, and rows_per_s (entropy) or queries_per_s
 // (attention).
 std::string BenchResultToJson(const BenchResult& result);
-// One human-readable line.
-std::string BenchResultToText(const BenchResult& result);
 
 }  // namespace entrowatch::compute
