@@ -7,7 +7,8 @@
 # other library of ours fails the configure step. NEVER lists what TARGET may
 # not reach at all, directly or through what it links: a library of ours, or
 # every target of a package when written as its namespace (gRPC::, CURL::).
-# Every library defined under src/, proto/ and clients/cpp/ must have a line.
+# Every library that the check walks (the top-level CMakeLists.txt passes
+# proto/, src/ and clients/cpp/) must have a line.
 # A line for a target that does not exist is ignored.
 
 set(ENTROWATCH_LAYERED_TARGETS "")
@@ -92,12 +93,14 @@ function(_entrowatch_libraries_under dir out_var)
   set(${out_var} ${result} PARENT_SCOPE)
 endfunction()
 
-# Fails the configure step with every broken rule.
+# entrowatch_check_layers(dir...): fails the configure step with every
+# broken rule of the libraries defined under the given directories (relative
+# to the project's source directory).
 function(entrowatch_check_layers)
   set(errors "")
   get_property(layered GLOBAL PROPERTY ENTROWATCH_LAYERED_TARGETS)
   set(libraries "")
-  foreach(dir proto src clients/cpp)
+  foreach(dir IN LISTS ARGN)
     _entrowatch_libraries_under(${PROJECT_SOURCE_DIR}/${dir} found)
     list(APPEND libraries ${found})
   endforeach()
@@ -220,10 +223,12 @@ entrowatch_layer(entrowatch_run_registry USES entrowatch_common entrowatch_proto
 
 # export: the sinks (Prometheus metrics, Alertmanager push) and the HTTP
 # listener.
+entrowatch_layer(entrowatch_sink USES entrowatch_proto NEVER gRPC::)
 entrowatch_layer(entrowatch_alertmanager_options USES entrowatch_common NEVER CURL:: gRPC::)
-entrowatch_layer(entrowatch_alertmanager USES entrowatch_common entrowatch_proto
+entrowatch_layer(entrowatch_alertmanager USES entrowatch_common entrowatch_proto entrowatch_sink
   entrowatch_alertmanager_options NEVER gRPC::)
-entrowatch_layer(entrowatch_export USES entrowatch_common entrowatch_proto NEVER gRPC::)
+entrowatch_layer(entrowatch_export USES entrowatch_common entrowatch_proto entrowatch_sink
+  NEVER gRPC::)
 
 # ingest: the gRPC service, validation, admission, and the wire-to-engine
 # adapter (which has no gRPC, for the CLI bench and the fuzzer).
@@ -235,12 +240,12 @@ entrowatch_layer(entrowatch_ingest USES entrowatch_common entrowatch_compute ent
 
 # console: the web console on the metrics listener.
 entrowatch_layer(entrowatch_console USES entrowatch_common entrowatch_console_proto
-  entrowatch_export entrowatch_ingest)
+  entrowatch_sink entrowatch_export entrowatch_ingest)
 
 # daemon: wires everything together.
 entrowatch_layer(entrowatch_daemon USES entrowatch_common entrowatch_compute entrowatch_config
   entrowatch_proto entrowatch_grpc entrowatch_aggregation entrowatch_health entrowatch_store
-  entrowatch_run_registry entrowatch_export entrowatch_alertmanager entrowatch_ingest
+  entrowatch_run_registry entrowatch_sink entrowatch_export entrowatch_alertmanager entrowatch_ingest
   entrowatch_ingest_wire entrowatch_report_adapter entrowatch_console)
 
 # The clients: the C++ streaming client and the CLI.
