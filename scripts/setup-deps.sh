@@ -6,8 +6,8 @@ what=${1:-build}
 pkgs=(cmake make g++ pkg-config
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
       prometheus-cpp-dev libcivetweb-dev libspdlog-dev libyaml-cpp-dev libhwy-dev libsqlite3-dev
-      libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev curl
-      libjs-dygraphs)
+      libcurl4-openssl-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+      curl libjs-dygraphs)
 if [ "$what" = test ]; then
   pkgs+=(prometheus prometheus-alertmanager python3-grpcio python3-protobuf python3-pytest
          python3-venv python3-setuptools python3-numpy python3-torch yamllint clang libclang-rt-14-dev chromium)

@@ -4,6 +4,7 @@
 // "skipped" line when no device works.
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/strings/str_format.h"
@@ -14,26 +15,27 @@
 namespace entrowatch::compute {
 namespace {
 
+void PrintLine(const nlohmann::ordered_json& line) { std::printf("%s\n", line.dump().c_str()); }
+
 void PrintKernel(const char* kind, const std::string& shape, const char* dtype,
                  const absl::StatusOr<double>& ms, double bytes) {
+  nlohmann::ordered_json line = {{"figure", "kernel"}, {"kind", kind}, {"shape", shape}};
   if (!ms.ok()) {
-    std::printf(
-        "{\"figure\": \"kernel\", \"kind\": \"%s\", \"shape\": \"%s\", \"error\": \"%s\"}\n", kind,
-        shape.c_str(), std::string(ms.status().message()).c_str());
-    return;
+    line["error"] = std::string(ms.status().message());
+  } else {
+    line["dtype"] = dtype;
+    line["ms"] = *ms;
+    line["tb_per_s"] = bytes / (*ms * 1e9);
   }
-  std::printf(
-      "{\"figure\": \"kernel\", \"kind\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", "
-      "\"ms\": %.4f, \"tb_per_s\": %.3f}\n",
-      kind, shape.c_str(), dtype, *ms, bytes / (*ms * 1e9));
+  PrintLine(line);
 }
 
 int Main() {
   if (CudaDeviceCount() == 0) {
-    std::printf("{\"skipped\": \"%s\"}\n", CudaDeviceDescription().c_str());
+    PrintLine({{"skipped", CudaDeviceDescription()}});
     return 0;
   }
-  std::printf("{\"device\": \"%s\"}\n", CudaDeviceDescription().c_str());
+  PrintLine({{"device", CudaDeviceDescription()}});
   struct TokenShape {
     int64_t rows, vocab;
     common::DType dtype;
@@ -55,12 +57,13 @@ int Main() {
     options.dtype = s.dtype;
     options.min_seconds = 0.5;
     absl::StatusOr<BenchResult> e2e = RunEntropyBench(options);
+    nlohmann::ordered_json line = {{"figure", "end_to_end"}};
     if (e2e.ok()) {
-      std::printf("{\"figure\": \"end_to_end\", %s\n", BenchResultToJson(*e2e).substr(1).c_str());
+      line.update(nlohmann::ordered_json::parse(BenchResultToJson(*e2e)));
     } else {
-      std::printf("{\"figure\": \"end_to_end\", \"error\": \"%s\"}\n",
-                  std::string(e2e.status().message()).c_str());
+      line["error"] = std::string(e2e.status().message());
     }
+    PrintLine(line);
   }
   // Shape names as the PyTorch anchors write them (causal, bf16).
   for (int64_t seq : {4096, 8192}) {

@@ -11,12 +11,15 @@
 #include <ctime>
 #include <deque>
 #include <fstream>
+#include <limits>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/command_line.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
 
 namespace {
@@ -24,11 +27,16 @@ namespace {
 using entrowatch::v1::Ack;
 using entrowatch::v1::Report;
 
-constexpr char kUsage[] =
-    "usage: entrowatch_null_sink [--listen HOST:PORT] [--ready-file PATH] [--max-seconds S]\n"
-    "  --listen       default 127.0.0.1:0 (a free port)\n"
-    "  --ready-file   once serving, write {\"grpc_address\": ..., \"pid\": N}\n"
-    "  --max-seconds  exit on its own after this long (default 3600)\n";
+entrowatch::common::CommandSpec Spec() {
+  entrowatch::common::CommandSpec spec;
+  spec.name = "entrowatch_null_sink";
+  spec.usage = "entrowatch_null_sink [--listen HOST:PORT] [--ready-file PATH] [--max-seconds S]";
+  spec.summary = "A Monitor server that acknowledges every report and does nothing else.";
+  spec.flags = {{"listen", "HOST:PORT", "default 127.0.0.1:0 (a free port)"},
+                {"ready-file", "PATH", "once serving, write {\"grpc_address\": ..., \"pid\": N}"},
+                {"max-seconds", "S", "exit on its own after this long (default 3600)"}};
+  return spec;
+}
 
 constexpr int kMaxMessageBytes = 64 << 20;
 
@@ -118,7 +126,7 @@ bool WriteReadyFile(const std::string& path, const std::string& address) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << absl::StrCat(R"({"grpc_address": ")", address, R"(", "pid": )", getpid(), "}\n");
+    out << nlohmann::ordered_json{{"grpc_address", address}, {"pid", getpid()}}.dump() << "\n";
     if (!out) {
       return false;
     }
@@ -129,24 +137,17 @@ bool WriteReadyFile(const std::string& path, const std::string& address) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen = "127.0.0.1:0";
-  std::string ready_file;
-  int max_seconds = 3600;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (arg == "--listen" && has_value) {
-      listen = argv[++i];
-    } else if (arg == "--ready-file" && has_value) {
-      ready_file = argv[++i];
-    } else if (arg == "--max-seconds" && has_value && absl::SimpleAtoi(argv[i + 1], &max_seconds) &&
-               max_seconds > 0) {
-      ++i;
-    } else {
-      std::fprintf(stderr, "entrowatch_null_sink: bad argument '%s'\n%s", arg.c_str(), kUsage);
-      return 2;
-    }
+  const entrowatch::common::ParsedArgs args =
+      entrowatch::common::ParseArgsOrExit(Spec(), std::vector<std::string>(argv + 1, argv + argc));
+  const absl::StatusOr<int64_t> max_seconds =
+      args.GetInt("max-seconds", 3600, 1, std::numeric_limits<int32_t>::max());
+  if (!max_seconds.ok()) {
+    std::fprintf(stderr, "entrowatch_null_sink: %s\n",
+                 std::string(max_seconds.status().message()).c_str());
+    return 2;
   }
+  const std::string listen = args.GetString("listen", "127.0.0.1:0");
+  const std::string ready_file = args.GetString("ready-file", "");
   // Blocked before gRPC starts its threads, so only sigtimedwait sees them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -171,7 +172,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr, "entrowatch_null_sink: serving on %s\n", address.c_str());
-  timespec timeout{max_seconds, 0};
+  timespec timeout{static_cast<time_t>(*max_seconds), 0};
   sigtimedwait(&stop_signals, nullptr, &timeout);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
 
@@ -39,32 +40,6 @@ bool StatusKilobytes(absl::string_view status, absl::string_view key, int64_t* b
     }
   }
   return false;
-}
-
-// The value of `"key": <value>` in a flat JSON object, quotes stripped.
-bool JsonField(absl::string_view json, absl::string_view key, std::string* value) {
-  const std::string quoted = absl::StrCat("\"", key, "\"");
-  const size_t at = json.find(quoted);
-  if (at == absl::string_view::npos) {
-    return false;
-  }
-  absl::string_view rest = json.substr(at + quoted.size());
-  rest = absl::StripLeadingAsciiWhitespace(rest);
-  if (!absl::ConsumePrefix(&rest, ":")) {
-    return false;
-  }
-  rest = absl::StripLeadingAsciiWhitespace(rest);
-  if (absl::ConsumePrefix(&rest, "\"")) {
-    const size_t end = rest.find('"');
-    if (end == absl::string_view::npos) {
-      return false;
-    }
-    *value = std::string(rest.substr(0, end));
-    return true;
-  }
-  const size_t end = rest.find_first_of(",}");
-  *value = std::string(absl::StripAsciiWhitespace(rest.substr(0, end)));
-  return true;
 }
 
 }  // namespace
@@ -108,13 +83,17 @@ absl::StatusOr<ReadyInfo> ReadReadyFile(const std::string& path) {
   if (!text.ok()) {
     return text.status();
   }
-  ReadyInfo info;
-  std::string pid;
-  if (!JsonField(*text, "grpc_address", &info.grpc_address) || !JsonField(*text, "pid", &pid) ||
-      !absl::SimpleAtoi(pid, &info.pid)) {
+  const nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  const auto address = json.is_object() ? json.find("grpc_address") : json.end();
+  const auto pid = json.is_object() ? json.find("pid") : json.end();
+  if (address == json.end() || !address->is_string() || pid == json.end() ||
+      !pid->is_number_integer()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": expected a JSON object with \"grpc_address\" and \"pid\""));
   }
+  ReadyInfo info;
+  info.grpc_address = address->get<std::string>();
+  info.pid = pid->get<int>();
   return info;
 }
 

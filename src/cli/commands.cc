@@ -12,6 +12,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,11 +29,11 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "cli/args.h"
 #include "cli/format.h"
 #include "cli/report.h"
 #include "cli/scenario.h"
 #include "cli/trace.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "common/version.h"
 #include "compute/engine_bench.h"
@@ -44,6 +45,10 @@
 namespace entrowatch::cli {
 namespace {
 
+using common::CommandSpec;
+using common::FlagSpec;
+using common::ParsedArgs;
+
 using CommandFn = int (*)(const ParsedArgs& args, const std::string& addr, std::ostream& out,
                           std::ostream& err);
 
@@ -54,8 +59,8 @@ struct Command {
 
 FlagSpec AddrFlag() {
   return {"addr", "ADDR",
-          absl::StrCat("entrowatchd gRPC address (default $ENTROWATCH_ADDRESS or ", kDefaultAddress,
-                       ")")};
+          absl::StrCat("entrowatchd gRPC address (default $ENTROWATCH_ADDRESS or ",
+                       client::kDefaultTarget, ")")};
 }
 
 // Commands that do not talk to the daemon accept --addr too, so scripts can
@@ -730,7 +735,7 @@ const std::vector<Command>& Commands() {
     auto* commands = new std::vector<Command>();
     commands->push_back(
         {{"status",
-          "status [--run R] [--json] [flags]",
+          "entrowatch status [--run R] [--json] [flags]",
           "Show every run the daemon tracks (a table), or one run in detail with --run.",
           {AddrFlag(),
            {"run", "R", "show run R: latest step summary, verdict, anomalies"},
@@ -742,7 +747,7 @@ const std::vector<Command>& Commands() {
          &RunStatusCommand});
     commands->push_back(
         {{"end-incident",
-          "end-incident RUN [--reason TEXT] [flags]",
+          "entrowatch end-incident RUN [--reason TEXT] [flags]",
           "Accept run RUN's current regime: its active anomalies and state end and its "
           "baselines relearn from the next step (alerts stop firing).",
           {AddrFlag(),
@@ -753,7 +758,7 @@ const std::vector<Command>& Commands() {
           ""},
          &RunEndIncidentCommand});
     commands->push_back({{"runs",
-                          "runs [flags]",
+                          "entrowatch runs [flags]",
                           "Print the id of every run the daemon tracks, one per line.",
                           {AddrFlag(), TimeoutFlag("RPC deadline in seconds")},
                           0,
@@ -761,7 +766,7 @@ const std::vector<Command>& Commands() {
                           ""},
                          &RunRunsCommand});
     commands->push_back(
-        {{"replay", "replay FILE.jsonl [--rate N] [--print-verdicts] [flags]",
+        {{"replay", "entrowatch replay FILE.jsonl [--rate N] [--print-verdicts] [flags]",
           "Stream a trace (JSONL) to the daemon and report every rejected line.", StreamFlags(), 1,
           1,
           "FILE.jsonl (- for stdin) holds one Report per line in the protobuf JSON mapping.\n"
@@ -785,7 +790,7 @@ const std::vector<Command>& Commands() {
          {"seed", "S", "random seed (default 1)"},
          {"no-finish", "", "do not mark the run finished at the end"}});
     commands->push_back(
-        {{"simulate", "simulate [--scenario NAME] [--steps N] [flags]",
+        {{"simulate", "entrowatch simulate [--scenario NAME] [--steps N] [flags]",
           "Generate a synthetic training run and stream it to the daemon.", simulate_flags, 0, 0,
           absl::StrCat("Every rank reports each step: token entropies, a raw logits block every\n"
                        "few steps, per-head attention entropies, the global grad norm, loss and\n"
@@ -793,7 +798,7 @@ const std::vector<Command>& Commands() {
                        ScenarioList())},
          &RunSimulateCommand});
     commands->push_back({{"check-config",
-                          "check-config FILE",
+                          "entrowatch check-config FILE",
                           "Parse and validate an entrowatchd config file; print ok or the error.",
                           {UnusedAddrFlag()},
                           1,
@@ -816,14 +821,15 @@ const std::vector<Command>& Commands() {
     }
     commands->push_back(
         {{"bench entropy",
-          "bench entropy [--backend cpu|cuda] [--rows R] [--vocab V] [--dtype T] [flags]",
+          "entrowatch bench entropy [--backend cpu|cuda] [--rows R] [--vocab V] [--dtype T] "
+          "[flags]",
           "Time the token-entropy engine on random logits; checks a host's capacity.",
           entropy_flags, 0, 0,
           "GB/S counts the logits bytes read per second at the median call time."},
          &RunBenchEntropyCommand});
     commands->push_back(
         {{"bench attention",
-          "bench attention [--backend cpu|cuda] [--heads H] [--kv-heads K] [--seq N] "
+          "entrowatch bench attention [--backend cpu|cuda] [--heads H] [--kv-heads K] [--seq N] "
           "[--head-dim D] [--causal] [--dtype T] [flags]",
           "Time the attention-entropy engine on random q and k (one sequence).", attention_flags, 0,
           0, "GB/S counts the q and k bytes read per second at the median call time."},
@@ -834,94 +840,93 @@ const std::vector<Command>& Commands() {
   return *kCommands;
 }
 
-std::string TopLevelHelp() {
-  std::string text =
-      "usage: entrowatch [--addr ADDR] COMMAND [flags]\n\n"
-      "Inspect and drive entrowatchd, the training-health monitoring daemon.\n\ncommands:\n";
+CommandSpec GlobalSpec() {
+  std::string commands = "commands:\n";
   size_t width = 0;
   for (const Command& command : Commands()) {
     width = std::max(width, command.spec.name.size());
   }
   for (const Command& command : Commands()) {
-    const std::string& summary = command.spec.summary;
-    absl::StrAppend(&text, absl::StrFormat("  %-*s  %s\n", static_cast<int>(width),
-                                           command.spec.name, summary));
+    absl::StrAppend(&commands, absl::StrFormat("  %-*s  %s\n", static_cast<int>(width),
+                                               command.spec.name, command.spec.summary));
   }
-  absl::StrAppend(&text,
-                  "\nglobal flags:\n"
-                  "  --addr ADDR  entrowatchd gRPC address for every command (default "
-                  "$ENTROWATCH_ADDRESS or ",
-                  kDefaultAddress,
-                  ")\n"
-                  "  --token-file FILE  bearer token (first line of FILE) for every call\n"
-                  "  --tls-ca FILE      connect with TLS, trusting this CA (PEM)\n"
-                  "  --tls-cert FILE    client certificate for mutual TLS (with --tls-key)\n"
-                  "  --tls-key FILE     client private key for mutual TLS\n"
-                  "  --version    print the version\n"
-                  "  --help       show this help\n\n"
-                  "'entrowatch COMMAND --help' describes a command. Exit status: 0 ok, 1 the "
+  absl::StrAppend(&commands,
+                  "\n'entrowatch COMMAND --help' describes a command. Exit status: 0 ok, 1 the "
                   "command failed, 2 usage error.\n");
-  return text;
+  CommandSpec spec;
+  spec.name = "entrowatch";
+  spec.usage = "entrowatch [--addr ADDR] COMMAND [flags]";
+  spec.summary = "Inspect and drive entrowatchd, the training-health monitoring daemon.";
+  spec.flags = {
+      {"addr", "ADDR",
+       absl::StrCat("entrowatchd gRPC address for every command (default $ENTROWATCH_ADDRESS or ",
+                    client::kDefaultTarget, ")")},
+      {"token-file", "FILE", "bearer token (first line of FILE) for every call"},
+      {"tls-ca", "FILE", "connect with TLS, trusting this CA (PEM)"},
+      {"tls-cert", "FILE", "client certificate for mutual TLS (with --tls-key)"},
+      {"tls-key", "FILE", "client private key for mutual TLS"},
+      {"version", "", "print the version"}};
+  spec.max_positional = std::numeric_limits<size_t>::max();
+  spec.flags_end_at_positional = true;
+  spec.details = std::move(commands);
+  return spec;
+}
+
+// The daemon's address before flags: $ENTROWATCH_ADDRESS (read by the C++
+// and Python clients too), else the deprecated $ENTROWATCH_ADDR with a
+// warning, else the default.
+std::string AddressFromEnvironment(std::ostream& err) {
+  const char* old_env_addr = std::getenv("ENTROWATCH_ADDR");
+  const char* env_addr = std::getenv("ENTROWATCH_ADDRESS");
+  if ((env_addr == nullptr || *env_addr == '\0') && old_env_addr != nullptr &&
+      *old_env_addr != '\0') {
+    err << "entrowatch: ENTROWATCH_ADDR is deprecated; set ENTROWATCH_ADDRESS instead\n";
+    return old_env_addr;
+  }
+  return client::DefaultTarget();
 }
 
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  std::string addr = kDefaultAddress;
-  // ENTROWATCH_ADDRESS, the name the Python client reads too; the older
-  // ENTROWATCH_ADDR still works, with a warning.
-  const char* env_addr = std::getenv("ENTROWATCH_ADDRESS");
-  const char* old_env_addr = std::getenv("ENTROWATCH_ADDR");
-  if (env_addr != nullptr && *env_addr != '\0') {
-    addr = env_addr;
-  } else if (old_env_addr != nullptr && *old_env_addr != '\0') {
-    addr = old_env_addr;
-    err << "entrowatch: ENTROWATCH_ADDR is deprecated; set ENTROWATCH_ADDRESS instead\n";
+  const CommandSpec global_spec = GlobalSpec();
+  absl::StatusOr<ParsedArgs> global = common::ParseArgs(global_spec, args);
+  if (!global.ok()) {
+    err << "entrowatch: " << global.status().message() << "\n"
+        << "run 'entrowatch --help' for usage\n";
+    return kExitUsage;
+  }
+  if (global->help()) {
+    out << common::FormatHelp(global_spec);
+    return kExitOk;
+  }
+  if (global->Has("version")) {
+    out << "entrowatch " << kVersion << "\n";
+    return kExitOk;
+  }
+  const std::string addr = global->GetString("addr", AddressFromEnvironment(err));
+  const std::vector<std::string>& words = global->positional();
+  if (words.empty()) {
+    err << common::FormatHelp(global_spec);
+    return kExitUsage;
   }
   std::map<std::string, std::string> security_flags;
-  size_t i = 0;
-  for (; i < args.size() && args[i].compare(0, 2, "--") == 0; ++i) {
-    const std::string& word = args[i];
-    if (word == "--help") {
-      out << TopLevelHelp();
-      return kExitOk;
+  for (const char* flag : {"token-file", "tls-ca", "tls-cert", "tls-key"}) {
+    if (global->Has(flag)) {
+      security_flags[flag] = global->GetString(flag, "");
     }
-    if (word == "--version") {
-      out << "entrowatch " << kVersion << "\n";
-      return kExitOk;
-    }
-    const size_t eq = word.find('=');
-    const std::string flag = word.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-    const bool security_flag =
-        flag == "token-file" || flag == "tls-ca" || flag == "tls-cert" || flag == "tls-key";
-    if (word == "--addr" && i + 1 < args.size()) {
-      addr = args[++i];
-    } else if (word.compare(0, 7, "--addr=") == 0) {
-      addr = word.substr(7);
-    } else if (security_flag && eq != std::string::npos) {
-      security_flags[flag] = word.substr(eq + 1);
-    } else if (security_flag && i + 1 < args.size()) {
-      security_flags[flag] = args[++i];
-    } else {
-      err << "entrowatch: unknown or incomplete global flag " << word << "\n"
-          << "run 'entrowatch --help' for usage\n";
-      return kExitUsage;
-    }
-  }
-  if (i == args.size()) {
-    err << TopLevelHelp();
-    return kExitUsage;
   }
   if (absl::Status s = ConfigureSecurity(security_flags); !s.ok()) {
     err << "entrowatch: " << s.message() << "\n";
     return kExitUsage;
   }
-  std::string name = args[i];
+  size_t i = 0;
+  std::string name = words[i];
   // `bench KIND` is one command name in two words.
-  if (name == "bench" && i + 1 < args.size() && args[i + 1].compare(0, 2, "--") != 0) {
-    name = absl::StrCat(name, " ", args[++i]);
+  if (name == "bench" && i + 1 < words.size() && words[i + 1].compare(0, 1, "-") != 0) {
+    name = absl::StrCat(name, " ", words[++i]);
   } else if (name == "bench") {
-    const bool help = i + 1 < args.size() && args[i + 1] == "--help";
+    const bool help = i + 1 < words.size() && (words[i + 1] == "--help" || words[i + 1] == "-h");
     (help ? out : err) << "usage: entrowatch bench entropy|attention [flags]\n"
                        << "run 'entrowatch bench entropy --help' or 'entrowatch bench attention "
                           "--help' for the flags\n";
@@ -931,14 +936,14 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
     if (command.spec.name != name) {
       continue;
     }
-    const std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(i) + 1,
-                                        args.end());
-    absl::StatusOr<ParsedArgs> parsed = ParseArgs(command.spec, rest);
+    const std::vector<std::string> rest(words.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                                        words.end());
+    absl::StatusOr<ParsedArgs> parsed = common::ParseArgs(command.spec, rest);
     if (!parsed.ok()) {
       return UsageError(name, parsed.status(), err);
     }
     if (parsed->help()) {
-      out << FormatHelp(command.spec);
+      out << common::FormatHelp(command.spec);
       return kExitOk;
     }
     return command.run(*parsed, parsed->GetString("addr", addr), out, err);

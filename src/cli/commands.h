@@ -13,8 +13,6 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;  // the command ran and reports a failure
 inline constexpr int kExitUsage = 2;  // bad command line
 
-inline constexpr char kDefaultAddress[] = "127.0.0.1:50551";
-
 // Runs `entrowatch args...` (args excludes the program name), writing
 // results to `out` and diagnostics to `err`; returns the exit code. Global
 // flags before the command: --addr ADDR, --help, --version. Not thread-safe

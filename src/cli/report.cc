@@ -135,9 +135,9 @@ absl::StatusOr<std::string> ReadFirstLine(const std::string& path) {
 
 }  // namespace
 
-CommandSpec ReportSpec() {
+common::CommandSpec ReportSpec() {
   return {"report",
-          "report RUN --out FILE.html [--console URL] [flags]",
+          "entrowatch report RUN --out FILE.html [--console URL] [flags]",
           "Write one self-contained HTML page of a run (charts, states, anomalies).",
           {{"out", "FILE", "the HTML file to write (required)"},
            {"console", "URL",
@@ -157,7 +157,7 @@ CommandSpec ReportSpec() {
           "offline, from a file, in any browser."};
 }
 
-int RunReportCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+int RunReportCommand(const common::ParsedArgs& args, const std::string& addr, std::ostream& out,
                      std::ostream& err) {
   auto usage = [&err](const absl::Status& status) {
     err << "entrowatch report: " << status.message() << "\n"

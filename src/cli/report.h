@@ -9,13 +9,13 @@
 #include <ostream>
 #include <string>
 
-#include "cli/args.h"
+#include "common/command_line.h"
 
 namespace entrowatch::cli {
 
-CommandSpec ReportSpec();
+common::CommandSpec ReportSpec();
 
-int RunReportCommand(const ParsedArgs& args, const std::string& addr, std::ostream& out,
+int RunReportCommand(const common::ParsedArgs& args, const std::string& addr, std::ostream& out,
                      std::ostream& err);
 
 }  // namespace entrowatch::cli

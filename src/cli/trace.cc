@@ -23,13 +23,4 @@ absl::StatusOr<v1::Report> ParseReportLine(absl::string_view line, int64_t line_
 
 bool IsBlankLine(absl::string_view line) { return absl::StripAsciiWhitespace(line).empty(); }
 
-absl::StatusOr<std::string> ReportToLine(const v1::Report& report) {
-  std::string line;
-  const auto status = google::protobuf::util::MessageToJsonString(report, &line);
-  if (!status.ok()) {
-    return absl::InternalError(absl::string_view(status.message().data(), status.message().size()));
-  }
-  return line;
-}
-
 }  // namespace entrowatch::cli

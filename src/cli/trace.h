@@ -3,7 +3,6 @@
 // The trace format: one Report per line in the protobuf JSON mapping (JSONL).
 
 #include <cstdint>
-#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -17,8 +16,5 @@ absl::StatusOr<v1::Report> ParseReportLine(absl::string_view line, int64_t line_
 
 // True for lines a trace may contain besides reports: empty or whitespace.
 bool IsBlankLine(absl::string_view line);
-
-// One line of the trace format for `report` (no trailing newline).
-absl::StatusOr<std::string> ReportToLine(const v1::Report& report);
 
 }  // namespace entrowatch::cli

@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/half.h"
 
@@ -29,20 +28,6 @@ absl::string_view DTypeName(DType dtype) {
       return "BFLOAT16";
   }
   return "?";
-}
-
-absl::StatusOr<DType> DTypeFromProto(entrowatch::v1::DType dtype) {
-  switch (dtype) {
-    case entrowatch::v1::FLOAT32:
-      return DType::kFloat32;
-    case entrowatch::v1::FLOAT16:
-      return DType::kFloat16;
-    case entrowatch::v1::BFLOAT16:
-      return DType::kBFloat16;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown dtype ", static_cast<int>(dtype),
-                                                     " (expected FLOAT32, FLOAT16 or BFLOAT16)"));
-  }
 }
 
 float LoadAsFloat(DType dtype, const void* row, int64_t i) {

@@ -3,9 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "entrowatch/v1/entrowatch.pb.h"
 
 namespace entrowatch::common {
 
@@ -13,8 +11,6 @@ enum class DType { kFloat32, kFloat16, kBFloat16 };
 
 size_t DTypeSize(DType dtype);
 absl::string_view DTypeName(DType dtype);
-// InvalidArgument for DTYPE_UNSPECIFIED and values outside the enum.
-absl::StatusOr<DType> DTypeFromProto(entrowatch::v1::DType dtype);
 
 // Non-owning view of a row-major 2-D tensor of little-endian elements. The
 // bytes must outlive the view.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
@@ -170,32 +171,18 @@ absl::StatusOr<BenchResult> TimeAttentionEntropy(const AttentionBenchOptions& op
 }
 
 std::string BenchResultToJson(const BenchResult& result) {
-  // Only the reason is free text; the other strings are fixed vocabularies.
-  std::string reason;
-  for (char c : result.fallback_reason) {
-    if (c == '"' || c == '\\') {
-      reason.push_back('\\');
-    }
-    reason.push_back(c);
-  }
-  return absl::StrFormat(
-      "{\"kind\": \"%s\", \"backend\": \"%s\", \"degraded\": %s, \"fallback_reason\": \"%s\", "
-      "\"dtype\": \"%s\", \"shape\": \"%s\", \"iterations\": %d, \"ms\": %.6g, "
-      "\"gb_per_s\": %.6g, \"%s\": %.6g}",
-      result.kind, result.backend, result.degraded ? "true" : "false", reason, result.dtype,
-      result.shape, result.iterations, result.ms, result.gb_per_s,
-      result.kind == "attention" ? "queries_per_s" : "rows_per_s", result.items_per_s);
-}
-
-std::string BenchResultToText(const BenchResult& result) {
-  std::string line = absl::StrFormat(
-      "%s %s %s backend=%s: %.3f ms  %.2f GB/s  %.4g %s/s  (%d iterations)", result.kind,
-      result.dtype, result.shape, result.backend, result.ms, result.gb_per_s, result.items_per_s,
-      result.kind == "attention" ? "queries" : "rows", result.iterations);
-  if (result.degraded) {
-    absl::StrAppend(&line, "  [degraded: ", result.fallback_reason, "]");
-  }
-  return line;
+  const nlohmann::ordered_json json = {
+      {"kind", result.kind},
+      {"backend", result.backend},
+      {"degraded", result.degraded},
+      {"fallback_reason", result.fallback_reason},
+      {"dtype", result.dtype},
+      {"shape", result.shape},
+      {"iterations", result.iterations},
+      {"ms", result.ms},
+      {"gb_per_s", result.gb_per_s},
+      {result.kind == "attention" ? "queries_per_s" : "rows_per_s", result.items_per_s}};
+  return json.dump();
 }
 
 }  // namespace entrowatch::compute

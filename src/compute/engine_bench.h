@@ -73,11 +73,9 @@ absl::StatusOr<BenchResult> TimeAttentionEntropy(const AttentionBenchOptions& op
 std::vector<uint8_t> RandomBenchTensor(common::DType dtype, int64_t count, float stddev,
                                        uint64_t seed);
 
-// One JSON object: kind, backend, degraded, fallback_reason, dtype, shape,
+// One JSON object on one line: kind, backend, degraded, fallback_reason, dtype, shape,
 // iterations, ms, gb_per_s, and rows_per_s (entropy) or queries_per_s
 // (attention).
 std::string BenchResultToJson(const BenchResult& result);
-// One human-readable line.
-std::string BenchResultToText(const BenchResult& result);
 
 }  // namespace entrowatch::compute

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
-#include "absl/strings/str_cat.h"
+#include "common/command_line.h"
 #include "common/version.h"
 #include "config/config.h"
 #include "daemon/daemon.h"
@@ -16,24 +18,31 @@
 
 namespace {
 
-constexpr char kUsage[] = R"(usage: entrowatchd [--config FILE] [--ready-file PATH] [--version]
-
-  --config FILE      YAML configuration (default: built-in defaults, see
-                     config/entrowatch.yaml for every key)
-  --ready-file PATH  once serving, write {"grpc_address", "metrics_address",
-                     "pid"} there as JSON (useful with port 0)
-  --version          print the version and exit
-
-Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads --config.
-)";
+entrowatch::common::CommandSpec Spec() {
+  entrowatch::common::CommandSpec spec;
+  spec.name = "entrowatchd";
+  spec.usage = "entrowatchd [--config FILE] [--ready-file PATH] [--version]";
+  spec.summary = "The entrowatch training-health monitoring daemon.";
+  spec.flags = {{"config", "FILE",
+                 "YAML configuration (default: built-in defaults, see config/entrowatch.yaml "
+                 "for every key)"},
+                {"ready-file", "PATH",
+                 "once serving, write {\"grpc_address\", \"metrics_address\", \"backend\", "
+                 "\"pid\"} there as JSON (useful with port 0)"},
+                {"version", "", "print the version and exit"}};
+  spec.details = "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads --config.";
+  return spec;
+}
 
 bool WriteReadyFile(const std::string& path, const entrowatch::daemon::Daemon& daemon) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << absl::StrCat(R"({"grpc_address": ")", daemon.grpc_address(),
-                        R"(", "metrics_address": ")", daemon.metrics_address(),
-                        R"(", "backend": ")", daemon.backend(), R"(", "pid": )", getpid(), "}\n");
+    const nlohmann::ordered_json ready = {{"grpc_address", daemon.grpc_address()},
+                                          {"metrics_address", daemon.metrics_address()},
+                                          {"backend", daemon.backend()},
+                                          {"pid", getpid()}};
+    out << ready.dump() << "\n";
     if (!out) {
       return false;
     }
@@ -44,32 +53,14 @@ bool WriteReadyFile(const std::string& path, const entrowatch::daemon::Daemon& d
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config_path;
-  std::string ready_file;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](const char* flag) -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "entrowatchd: %s needs a value\n%s", flag, kUsage);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (arg == "--config") {
-      config_path = value("--config");
-    } else if (arg == "--ready-file") {
-      ready_file = value("--ready-file");
-    } else if (arg == "--version") {
-      std::printf("entrowatchd %s\n", entrowatch::kVersion);
-      return 0;
-    } else if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else {
-      std::fprintf(stderr, "entrowatchd: unknown argument '%s'\n%s", arg.c_str(), kUsage);
-      return 2;
-    }
+  const entrowatch::common::ParsedArgs args =
+      entrowatch::common::ParseArgsOrExit(Spec(), std::vector<std::string>(argv + 1, argv + argc));
+  if (args.Has("version")) {
+    std::printf("entrowatchd %s\n", entrowatch::kVersion);
+    return 0;
   }
+  const std::string config_path = args.GetString("config", "");
+  const std::string ready_file = args.GetString("ready-file", "");
 
   entrowatch::config::Config config;
   if (!config_path.empty()) {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/grpc_status.h"
+#include "ingest/grpc_status.h"
 
 namespace entrowatch::ingest {
 namespace {
@@ -55,7 +55,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
     auto grant = authorizer_->Authenticate(*context);
     if (!grant.ok()) {
       finished_ = true;
-      Finish(common::ToGrpcStatus(grant.status()));
+      Finish(ToGrpcStatus(grant.status()));
       return;
     }
     grant_ = *grant;
@@ -63,7 +63,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
       // Shed before reading anything: the client retries after backoff.
       service_->observer()->OnStreamShed();
       finished_ = true;
-      Finish(common::ToGrpcStatus(service_->OverBudget()));
+      Finish(ToGrpcStatus(service_->OverBudget()));
       return;
     }
     ReadNext(/*checked_budget=*/true);
@@ -162,7 +162,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
       service_->observer()->OnStreamShed();
       mu_.Lock();
       reads_done_ = true;
-      finish_status_ = common::ToGrpcStatus(service_->OverBudget());
+      finish_status_ = ToGrpcStatus(service_->OverBudget());
       return UnlockAndMaybeFinish();
     }
     {
@@ -199,7 +199,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<Report, Ack> {
   // answered UNAVAILABLE (not taken; resend it, as at shutdown) and the
   // stream ends with `why`.
   void PushBack(const absl::Status& why) {
-    RefuseParked(absl::UnavailableError(why.message()), common::ToGrpcStatus(why));
+    RefuseParked(absl::UnavailableError(why.message()), ToGrpcStatus(why));
   }
 
   void OnParkedQueued(bool queued) {
@@ -378,7 +378,7 @@ void MonitorService::ShedReaders() {
   if (shed.empty()) {
     return;
   }
-  const grpc::Status why = common::ToGrpcStatus(OverBudget());
+  const grpc::Status why = ToGrpcStatus(OverBudget());
   for (StreamReactor* stream : shed) {
     stream->Shed(why);
   }
@@ -432,7 +432,7 @@ grpc::ServerUnaryReactor* MonitorService::Submit(grpc::CallbackServerContext* co
     }
   }
   observer_->OnOutcome(RejectionAck(*request, status));
-  reactor->Finish(common::ToGrpcStatus(status));
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
@@ -441,14 +441,14 @@ grpc::ServerUnaryReactor* MonitorService::GetRun(grpc::CallbackServerContext* co
                                                  entrowatch::v1::RunStatus* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
-    reactor->Finish(common::ToGrpcStatus(s));
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
   auto run = runs_->GetRun(*request);
   if (run.ok()) {
     *response = std::move(*run);
   }
-  reactor->Finish(common::ToGrpcStatus(run.status()));
+  reactor->Finish(ToGrpcStatus(run.status()));
   return reactor;
 }
 
@@ -458,7 +458,7 @@ grpc::ServerUnaryReactor* MonitorService::ListRuns(grpc::CallbackServerContext* 
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto grant = authorizer()->Authenticate(*context);
   if (!grant.ok()) {
-    reactor->Finish(common::ToGrpcStatus(grant.status()));
+    reactor->Finish(ToGrpcStatus(grant.status()));
     return reactor;
   }
   // A token sees only the runs it may access.
@@ -477,14 +477,14 @@ grpc::ServerUnaryReactor* MonitorService::EndRun(grpc::CallbackServerContext* co
                                                  entrowatch::v1::EndRunResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
-    reactor->Finish(common::ToGrpcStatus(s));
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
   auto run = runs_->EndRun(request->run_id());
   if (run.ok()) {
     *response->mutable_run() = std::move(*run);
   }
-  reactor->Finish(common::ToGrpcStatus(run.status()));
+  reactor->Finish(ToGrpcStatus(run.status()));
   return reactor;
 }
 
@@ -493,11 +493,11 @@ grpc::ServerUnaryReactor* MonitorService::EndIncident(
     entrowatch::v1::EndIncidentResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
-    reactor->Finish(common::ToGrpcStatus(s));
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
   if (request->reason().size() > kMaxIncidentReason) {
-    reactor->Finish(common::ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
         "reason: ", request->reason().size(), " bytes, at most ", kMaxIncidentReason))));
     return reactor;
   }
@@ -505,7 +505,7 @@ grpc::ServerUnaryReactor* MonitorService::EndIncident(
   if (run.ok()) {
     *response->mutable_run() = std::move(*run);
   }
-  reactor->Finish(common::ToGrpcStatus(run.status()));
+  reactor->Finish(ToGrpcStatus(run.status()));
   return reactor;
 }
 

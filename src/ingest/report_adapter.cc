@@ -10,6 +10,7 @@
 #include "common/tensor_view.h"
 #include "compute/input_checks.h"
 #include "ingest/validate.h"
+#include "ingest/wire_dtype.h"
 
 namespace entrowatch::ingest {
 namespace {
@@ -144,7 +145,7 @@ void AddSentFigures(const Report& report, ReportContribution& out) {
 
 compute::LogitsInput LogitsInputOf(const entrowatch::v1::LogitsBlock& block) {
   compute::LogitsInput in;
-  in.logits.dtype = *common::DTypeFromProto(block.logits().dtype());
+  in.logits.dtype = *DTypeFromProto(block.logits().dtype());
   in.logits.rows = Dim(block.logits(), 0);
   in.logits.cols = Dim(block.logits(), 1);
   in.logits.data = block.logits().data().data();
@@ -158,7 +159,7 @@ compute::LogitsInput LogitsInputOf(const entrowatch::v1::LogitsBlock& block) {
 
 compute::AttentionInput AttentionInputOf(const entrowatch::v1::AttentionBlock& block) {
   compute::AttentionInput in;
-  in.dtype = *common::DTypeFromProto(block.q().dtype());
+  in.dtype = *DTypeFromProto(block.q().dtype());
   in.q = block.q().data().data();
   in.k = block.k().data().data();
   in.heads = Dim(block.q(), 0);

@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "analysis/step_aggregator.h"
 #include "common/status_macros.h"
-#include "common/tensor_view.h"
 #include "compute/input_checks.h"
 #include "config/analysis_config.h"
+#include "ingest/wire_dtype.h"
 
 namespace entrowatch::ingest {
 namespace {
@@ -33,7 +33,7 @@ std::string Indexed(absl::string_view name, int i) { return absl::StrCat(name, "
 // length equals prod(shape) * dtype size. Returns the element count.
 absl::Status CheckTensor(const Tensor& t, const std::string& field, int rank,
                          const ValidationLimits& limits, int64_t* elements) {
-  auto dtype = common::DTypeFromProto(t.dtype());
+  auto dtype = DTypeFromProto(t.dtype());
   if (!dtype.ok()) {
     return Invalid(field + ".dtype", dtype.status().message());
   }

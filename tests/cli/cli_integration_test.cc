@@ -320,14 +320,14 @@ TEST(CliTest, BenchPrintsATableOrJson) {
   r = RunCommand(
       {"bench", "entropy", "--rows", "4", "--vocab", "1000", "--min-seconds", "0", "--json"});
   EXPECT_EQ(r.code, kExitOk) << r.err;
-  EXPECT_THAT(r.out, ContainsRegex("\"gb_per_s\": [0-9.e+]+"));
-  EXPECT_THAT(r.out, ContainsRegex("\"ms\": [0-9.e+-]+"));
-  EXPECT_THAT(r.out, HasSubstr("\"dtype\": \"fp32\""));
+  EXPECT_THAT(r.out, ContainsRegex("\"gb_per_s\": ?[0-9.e+]+"));
+  EXPECT_THAT(r.out, ContainsRegex("\"ms\": ?[0-9.e+-]+"));
+  EXPECT_THAT(r.out, ContainsRegex("\"dtype\": ?\"fp32\""));
 
   r = RunCommand({"bench", "attention", "--heads", "4", "--kv-heads", "2", "--seq", "32",
                   "--head-dim", "16", "--causal", "--min-seconds", "0", "--json"});
   EXPECT_EQ(r.code, kExitOk) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("\"kind\": \"attention\""));
+  EXPECT_THAT(r.out, ContainsRegex("\"kind\": ?\"attention\""));
   EXPECT_THAT(r.out, HasSubstr("\"gb_per_s\""));
 
   EXPECT_EQ(RunCommand({"bench"}).code, kExitUsage);

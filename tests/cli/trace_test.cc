@@ -6,7 +6,6 @@
 namespace entrowatch::cli {
 namespace {
 
-using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 constexpr char kLine[] =
@@ -55,18 +54,6 @@ TEST(TraceTest, BlankLines) {
   EXPECT_TRUE(IsBlankLine(""));
   EXPECT_TRUE(IsBlankLine("  \t\r"));
   EXPECT_FALSE(IsBlankLine(" {}"));
-}
-
-TEST(TraceTest, RoundTripsThroughTheLineFormat) {
-  auto report = ParseReportLine(kLine, 1);
-  ASSERT_TRUE(report.ok());
-  auto line = ReportToLine(*report);
-  ASSERT_TRUE(line.ok());
-  EXPECT_EQ(line->find('\n'), std::string::npos);
-  auto again = ParseReportLine(*line, 2);
-  ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(again->SerializeAsString(), report->SerializeAsString());
-  EXPECT_THAT(*line, HasSubstr("\"runId\":\"gpt-small-7\""));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <string>
@@ -380,6 +381,16 @@ TEST(StreamClientTest, CreateRejectsBadOptions) {
   options = StreamClientOptions();
   options.max_backoff = absl::Milliseconds(1);
   EXPECT_EQ(StreamClient::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StreamClientOptionsTest, TargetDefaultsToEntrowatchAddress) {
+  ASSERT_EQ(unsetenv("ENTROWATCH_ADDRESS"), 0);
+  EXPECT_EQ(StreamClientOptions().target, kDefaultTarget);
+  ASSERT_EQ(setenv("ENTROWATCH_ADDRESS", "", 1), 0);
+  EXPECT_EQ(StreamClientOptions().target, kDefaultTarget);
+  ASSERT_EQ(setenv("ENTROWATCH_ADDRESS", "monitor.example:6000", 1), 0);
+  EXPECT_EQ(StreamClientOptions().target, "monitor.example:6000");
+  ASSERT_EQ(unsetenv("ENTROWATCH_ADDRESS"), 0);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "compute/engine_bench.h"
 
+#include <nlohmann/json.hpp>
+
 #include "gtest/gtest.h"
 
 namespace entrowatch::compute {
@@ -19,15 +21,18 @@ TEST(EngineBenchTest, EntropyReportsThroughputAndJson) {
   EXPECT_GT(result->ms, 0);
   EXPECT_NEAR(result->gb_per_s, 8 * 4096 * 2 / (result->ms * 1e6), 1e-9);
   EXPECT_NEAR(result->items_per_s, 8 / (result->ms * 1e-3), 1e-6);
-  const std::string json = BenchResultToJson(*result);
-  EXPECT_EQ(json.front(), '{');
-  EXPECT_EQ(json.back(), '}');
-  for (const char* key : {"\"kind\": \"entropy\"", "\"backend\": \"cpu\"", "\"dtype\": \"bf16\"",
-                          "\"shape\": \"8x4096\"", "\"ms\": ", "\"gb_per_s\": ", "\"rows_per_s\": ",
-                          "\"degraded\": false"}) {
-    EXPECT_NE(json.find(key), std::string::npos) << key << " in " << json;
-  }
-  EXPECT_NE(BenchResultToText(*result).find("GB/s"), std::string::npos);
+  const std::string text = BenchResultToJson(*result);
+  EXPECT_EQ(text.find('\n'), std::string::npos) << text;
+  const nlohmann::json json = nlohmann::json::parse(text);
+  EXPECT_EQ(json["kind"], "entropy");
+  EXPECT_EQ(json["backend"], "cpu");
+  EXPECT_EQ(json["dtype"], "bf16");
+  EXPECT_EQ(json["shape"], "8x4096");
+  EXPECT_EQ(json["degraded"], false);
+  EXPECT_EQ(json["iterations"], 3);
+  EXPECT_DOUBLE_EQ(json["ms"].get<double>(), result->ms);
+  EXPECT_DOUBLE_EQ(json["gb_per_s"].get<double>(), result->gb_per_s);
+  EXPECT_DOUBLE_EQ(json["rows_per_s"].get<double>(), result->items_per_s);
 }
 
 TEST(EngineBenchTest, AttentionReportsQueriesPerSecond) {
@@ -42,7 +47,17 @@ TEST(EngineBenchTest, AttentionReportsQueriesPerSecond) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->shape, "H4/KV2 N64 d32 causal");
   EXPECT_NEAR(result->items_per_s, 4 * 64 / (result->ms * 1e-3), 1e-6);
-  EXPECT_NE(BenchResultToJson(*result).find("\"queries_per_s\": "), std::string::npos);
+  EXPECT_TRUE(nlohmann::json::parse(BenchResultToJson(*result)).contains("queries_per_s"));
+}
+
+TEST(EngineBenchTest, JsonEscapesTheFreeTextReason) {
+  BenchResult result;
+  result.kind = "entropy";
+  result.degraded = true;
+  result.fallback_reason = "cudaErrorNoDevice: \"no\\device\"\n\tline 2";
+  const nlohmann::json json = nlohmann::json::parse(BenchResultToJson(result));
+  EXPECT_EQ(json["fallback_reason"], result.fallback_reason);
+  EXPECT_EQ(json["degraded"], true);
 }
 
 TEST(EngineBenchTest, CudaRequestReportsWhatRan) {

@@ -4,6 +4,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -41,6 +42,11 @@ int ToMillis(absl::Duration d) {
 }
 
 }  // namespace
+
+std::string DefaultTarget() {
+  const char* address = std::getenv("ENTROWATCH_ADDRESS");
+  return address != nullptr && *address != '\0' ? address : kDefaultTarget;
+}
 
 absl::StatusOr<std::unique_ptr<StreamClient>> StreamClient::Create(StreamClientOptions options) {
   if (options.target.empty()) {

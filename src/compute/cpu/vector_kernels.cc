@@ -247,8 +247,6 @@ void AccumulateScores(const float* q, const float* k_blocks, int64_t keys, int64
   acc->q = hn::GetLane(hn::SumOfLanes(d, hn::Mul(sum_q, hn::Mul(r, r))));
 }
 
-const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
-
 }  // namespace HWY_NAMESPACE
 }  // namespace entrowatch::compute
 HWY_AFTER_NAMESPACE();
@@ -260,7 +258,6 @@ HWY_EXPORT(AccumulateFloat32);
 HWY_EXPORT(AccumulateFloat16);
 HWY_EXPORT(AccumulateBFloat16);
 HWY_EXPORT(AccumulateScores);
-HWY_EXPORT(TargetName);
 
 ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begin, int64_t end,
                               float scale2) {
@@ -279,8 +276,6 @@ void AccumulateAttentionScores(const float* q, const float* k_blocks, int64_t ke
                                float scale, AttentionAccumulator<float>* acc) {
   HWY_DYNAMIC_DISPATCH(AccumulateScores)(q, k_blocks, keys, d, scale, acc);
 }
-
-absl::string_view VectorTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 
 }  // namespace entrowatch::compute
 #endif  // HWY_ONCE

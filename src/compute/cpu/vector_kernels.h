@@ -6,7 +6,6 @@
 
 #include <cstdint>
 
-#include "absl/strings/string_view.h"
 #include "common/tensor_view.h"
 #include "compute/entropy_math.h"
 
@@ -33,8 +32,5 @@ ChunkPartial AccumulateLogits(common::DType dtype, const void* row, int64_t begi
 constexpr int64_t kAttentionKeyBlock = 64;
 void AccumulateAttentionScores(const float* q, const float* k_blocks, int64_t keys, int64_t d,
                                float scale, AttentionAccumulator<float>* acc);
-
-// The instruction set chosen on this host, e.g. "AVX3" (AVX-512) or "AVX2".
-absl::string_view VectorTargetName();
 
 }  // namespace entrowatch::compute

@@ -50,8 +50,14 @@ namespace entrowatch::client {
 // the wrong one of them; unique seqs avoid that.
 using AckCallback = std::function<void(const v1::Report& report, const v1::Ack& ack)>;
 
+// entrowatchd's address when none is given: $ENTROWATCH_ADDRESS when set and
+// not empty (the variable the CLI and the Python client read too), otherwise
+// kDefaultTarget.
+inline constexpr char kDefaultTarget[] = "127.0.0.1:50551";
+std::string DefaultTarget();
+
 struct StreamClientOptions {
-  std::string target = "127.0.0.1:50551";  // host:port of entrowatchd
+  std::string target = DefaultTarget();  // host:port of entrowatchd
   // Reports held at once: queued plus sent but not yet acknowledged (they are
   // kept for resending). Enqueue() drops beyond this.
   size_t queue_capacity = 1024;

@@ -1,0 +1,14 @@
+#include "ingest/grpc_status.h"
+
+#include <string>
+
+namespace entrowatch::ingest {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) {
+    return grpc::Status::OK;
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+}  // namespace entrowatch::ingest
