@@ -243,7 +243,7 @@ entrowatch_layer(entrowatch_console USES entrowatch_common entrowatch_console_pr
 # daemon: wires everything together.
 entrowatch_layer(entrowatch_daemon USES entrowatch_common entrowatch_compute entrowatch_config
   entrowatch_proto entrowatch_grpc entrowatch_aggregation entrowatch_health entrowatch_store
-  entrowatch_report_adapter entrowatch_ingest_wire entrowatch_sink entrowatch_export entrowatch_alertmanager entrowatch_ingest
+  entrowatch_sink entrowatch_export entrowatch_alertmanager entrowatch_ingest
   entrowatch_ingest_wire entrowatch_report_adapter entrowatch_console)
 
 # The clients: the C++ streaming client and the CLI.
@@ -251,7 +251,3 @@ entrowatch_layer(entrowatch_client USES entrowatch_proto entrowatch_grpc)
 entrowatch_layer(entrowatch_client_nccl USES entrowatch_client)
 entrowatch_layer(entrowatch_cli_lib USES entrowatch_common entrowatch_compute entrowatch_config
   entrowatch_proto entrowatch_grpc entrowatch_client entrowatch_console entrowatch_report_adapter)
-
-# Edges refused above that the tree still has.
-entrowatch_tolerate(entrowatch_config entrowatch_alertmanager)
-entrowatch_tolerate(entrowatch_store entrowatch_aggregation entrowatch_health)
