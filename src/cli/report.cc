@@ -1,19 +1,15 @@
 #include "cli/report.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
+#include <curl/curl.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -56,64 +52,48 @@ absl::StatusOr<Url> ParseUrl(absl::string_view text) {
   return url;
 }
 
-// GET over plain HTTP/1.0; the body of a 200 answer, or an error that names
-// the URL and what the server said.
+// GET with libcurl; the body of a 200 answer, or an error that names the URL
+// and what the server said.
 absl::StatusOr<std::string> HttpGet(const Url& url, const std::string& path,
                                     const std::string& user_password, double timeout_seconds) {
   const std::string where = absl::StrCat("http://", url.host, ":", url.port, url.path_prefix, path);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(url.host.c_str(), url.port.c_str(), &hints, &found) != 0 || found == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot resolve ", url.host));
+  static const CURLcode global_init = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (global_init != CURLE_OK) {
+    return absl::InternalError(absl::StrCat("libcurl: ", curl_easy_strerror(global_init)));
   }
-  int fd = -1;
-  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd < 0) {
-      continue;
-    }
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(timeout_seconds);
-    tv.tv_usec = static_cast<suseconds_t>((timeout_seconds - tv.tv_sec) * 1e6);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
-      close(fd);
-      fd = -1;
-    }
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
+  if (curl == nullptr) {
+    return absl::InternalError("libcurl: curl_easy_init failed");
   }
-  freeaddrinfo(found);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot connect to ", where,
+  std::string body;
+  auto append = +[](char* data, size_t size, size_t n, void* out) -> size_t {
+    static_cast<std::string*>(out)->append(data, size * n);
+    return size * n;
+  };
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, where.c_str());
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_seconds * 1000));
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+  if (!user_password.empty()) {
+    curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(c, CURLOPT_USERPWD, user_password.c_str());
+  }
+  const CURLcode result = curl_easy_perform(c);
+  if (result == CURLE_OPERATION_TIMEDOUT) {
+    return absl::DeadlineExceededError(absl::StrCat("no answer from ", where, " within ",
+                                                    timeout_seconds, " s"));
+  }
+  if (result != CURLE_OK) {
+    return absl::UnavailableError(absl::StrCat("cannot get ", where, ": ",
+                                               curl_easy_strerror(result),
                                                " (is entrowatchd's metrics listener there? "
                                                "see --console)"));
   }
-  std::string request = absl::StrCat("GET ", url.path_prefix, path, " HTTP/1.0\r\nHost: ", url.host,
-                                     ":", url.port, "\r\n");
-  if (!user_password.empty()) {
-    absl::StrAppend(&request, "Authorization: Basic ", absl::Base64Escape(user_password), "\r\n");
-  }
-  absl::StrAppend(&request, "\r\n");
-  const bool sent = send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-                    static_cast<ssize_t>(request.size());
-  std::string raw;
-  char buffer[1 << 16];
-  ssize_t n = 0;
-  while (sent && (n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
-    raw.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  if (!sent || n < 0) {
-    return absl::UnavailableError(absl::StrCat("no answer from ", where));
-  }
-  const size_t end = raw.find("\r\n\r\n");
-  int status = 0;
-  if (end == std::string::npos || raw.size() < 12 || !absl::SimpleAtoi(raw.substr(9, 3), &status)) {
-    return absl::UnavailableError(absl::StrCat("not an HTTP answer from ", where));
-  }
-  std::string body = raw.substr(end + 4);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   if (status != 200) {
     const absl::StatusCode code = status == 404   ? absl::StatusCode::kNotFound
                                   : status == 401 ? absl::StatusCode::kUnauthenticated
