@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "common/http_url.h"
 #include "common/version.h"
 #include "console/console.h"
 #include "google/protobuf/util/json_util.h"
@@ -24,39 +25,20 @@ namespace {
 
 constexpr char kDefaultConsole[] = "http://127.0.0.1:9551";
 
-struct Url {
-  std::string host;
-  std::string port;
-  std::string path_prefix;  // without a trailing '/'
-};
-
-absl::StatusOr<Url> ParseUrl(absl::string_view text) {
-  absl::string_view rest = text;
-  if (!absl::ConsumePrefix(&rest, "http://")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--console: expected http://HOST:PORT, got '", text, "'"));
-  }
-  Url url;
-  const size_t slash = rest.find('/');
-  absl::string_view authority = rest.substr(0, slash);
-  if (slash != absl::string_view::npos) {
-    url.path_prefix = std::string(absl::StripSuffix(rest.substr(slash), "/"));
-  }
-  const size_t colon = authority.rfind(':');
-  url.host = std::string(authority.substr(0, colon));
-  url.port = colon == absl::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
-  if (url.host.empty() || url.port.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--console: expected http://HOST:PORT, got '", text, "'"));
+// --console: http://HOST[:PORT][/prefix] (port 80 when left out).
+absl::StatusOr<common::HttpEndpoint> ParseConsoleUrl(absl::string_view text) {
+  absl::StatusOr<common::HttpEndpoint> url = common::ParseHttpUrl(text, "80");
+  if (!url.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--console: ", url.status().message()));
   }
   return url;
 }
 
 // GET with libcurl; the body of a 200 answer, or an error that names the URL
 // and what the server said.
-absl::StatusOr<std::string> HttpGet(const Url& url, const std::string& path,
+absl::StatusOr<std::string> HttpGet(const common::HttpEndpoint& url, const std::string& path,
                                     const std::string& user_password, double timeout_seconds) {
-  const std::string where = absl::StrCat("http://", url.host, ":", url.port, url.path_prefix, path);
+  const std::string where = common::HttpUrl(url, path);
   static const CURLcode global_init = curl_global_init(CURL_GLOBAL_DEFAULT);
   if (global_init != CURLE_OK) {
     return absl::InternalError(absl::StrCat("libcurl: ", curl_easy_strerror(global_init)));
@@ -87,8 +69,10 @@ absl::StatusOr<std::string> HttpGet(const Url& url, const std::string& path,
                                                     timeout_seconds, " s"));
   }
   if (result != CURLE_OK) {
-    return absl::UnavailableError(absl::StrCat("cannot get ", where, ": ",
-                                               curl_easy_strerror(result),
+    const bool unreachable =
+        result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST;
+    return absl::UnavailableError(absl::StrCat(unreachable ? "cannot connect to " : "no answer from ",
+                                               where, ": ", curl_easy_strerror(result),
                                                " (is entrowatchd's metrics listener there? "
                                                "see --console)"));
   }
@@ -154,7 +138,7 @@ int RunReportCommand(const common::ParsedArgs& args, const std::string& addr, st
     return usage(timeout.status());
   }
   const char* env_console = std::getenv("ENTROWATCH_CONSOLE");
-  auto url = ParseUrl(args.GetString(
+  auto url = ParseConsoleUrl(args.GetString(
       "console", env_console != nullptr && *env_console != '\0' ? env_console : kDefaultConsole));
   if (!url.ok()) {
     return usage(url.status());

@@ -322,7 +322,7 @@ def main():
         for words, code, message in (
                 (["real-lr-spike"], 2, "--out FILE.html is required"),
                 (["real-lr-spike", "--console", "ftp://x", "--out", "x.html"], 2,
-                 "expected http://HOST:PORT"),
+                 "--console: expected http://host:port"),
                 (["no-such-run", "--console", daemon.http, "--out", "x.html"], 1, "HTTP 404"),
                 (["real-lr-spike", "--console", "http://127.0.0.1:1", "--out", "x.html"], 1,
                  "cannot connect to http://127.0.0.1:1")):

@@ -12,8 +12,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/http_url.h"
 
 namespace entrowatch::alertmanager {
+
+using common::HttpEndpoint;
+using common::ParseHttpUrl;
 
 struct AlertmanagerOptions {
   bool enabled = false;
@@ -42,15 +46,7 @@ struct AlertmanagerOptions {
   std::map<std::string, std::string> labels;
 };
 
-struct HttpEndpoint {
-  std::string host;         // name or address; IPv6 literals without brackets
-  std::string port;         // decimal
-  std::string path_prefix;  // "" or "/prefix" without a trailing slash
-};
 
-// Parses http://host:port[/prefix]. The port is required (Alertmanager has no
-// well-known HTTP port other than its own 9093, and guessing hides mistakes).
-absl::StatusOr<HttpEndpoint> ParseHttpUrl(absl::string_view url);
 
 // Checks value ranges and that url parses as http://host:port[/prefix] when
 // enabled. An InvalidArgument error names the offending key.

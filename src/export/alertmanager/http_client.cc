@@ -27,12 +27,6 @@ struct ListDeleter {
 // The response body is not used.
 size_t Discard(char*, size_t size, size_t count, void*) { return size * count; }
 
-std::string Url(const HttpEndpoint& endpoint, absl::string_view path) {
-  const bool ipv6 = absl::StrContains(endpoint.host, ':');
-  return absl::StrCat("http://", ipv6 ? "[" : "", endpoint.host, ipv6 ? "]" : "", ":",
-                      endpoint.port, endpoint.path_prefix, path);
-}
-
 // Removes the easy handle from the multi handle before either is cleaned up.
 class Attached {
  public:
@@ -66,7 +60,7 @@ absl::StatusOr<int> HttpPost(const HttpEndpoint& endpoint, absl::string_view pat
   if (easy == nullptr || multi == nullptr || headers == nullptr) {
     return absl::ResourceExhaustedError("libcurl: cannot allocate a request");
   }
-  const std::string url = Url(endpoint, path);
+  const std::string url = common::HttpUrl(endpoint, path);
   char error[CURL_ERROR_SIZE] = "";
   CURL* e = easy.get();
   curl_easy_setopt(e, CURLOPT_URL, url.c_str());
