@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "analysis/health/detector.h"
 #include "analysis/health/detectors/factories.h"
+#include "analysis/health/detectors/spike_streak.h"
 
 namespace entrowatch::analysis::detectors {
 namespace {
@@ -36,18 +37,13 @@ class GradNormSpike final : public Detector {
     const double z = baseline.ZScore(x, ctx.params);
     Finding f;
     f.subject = absl::StrCat("grad norm ", PhaseIndexName(ctx.phase));
-    int& streak = streak_[ctx.phase];
     const double ratio = std::exp(x - baseline.mean());
-    if (z < c.z || ratio < c.min_ratio) {
-      streak = 0;
-      f.outcome = Outcome::kFalse;
+    const bool offending = !(z < c.z || ratio < c.min_ratio);
+    const int streak = streak_.Judge(ctx.phase, offending, c.escalate_steps, c.common.severity, &f);
+    if (streak == 0) {
       out->push_back(std::move(f));
       return;
     }
-    ++streak;
-    f.outcome = Outcome::kTrue;
-    f.extreme = true;
-    f.severity = streak >= c.escalate_steps ? c.common.severity : config::AnomalySeverity::kInfo;
     const double reference = std::exp(baseline.mean());
     f.reason = absl::StrCat("grad norm ", FormatNumber(ctx.step.grad_norm()), " is ",
                             FormatNumber(ctx.step.grad_norm() / reference), "x its baseline ",
@@ -58,10 +54,10 @@ class GradNormSpike final : public Detector {
     out->push_back(std::move(f));
   }
 
-  void Rebase() override { streak_[0] = streak_[1] = streak_[2] = 0; }
+  void Rebase() override { streak_.Reset(); }
 
  private:
-  int streak_[3] = {0, 0, 0};
+  SpikeStreak streak_;
 };
 
 }  // namespace

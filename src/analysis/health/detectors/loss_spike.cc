@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "analysis/health/detector.h"
 #include "analysis/health/detectors/factories.h"
+#include "analysis/health/detectors/spike_streak.h"
 
 namespace entrowatch::analysis::detectors {
 namespace {
@@ -37,17 +38,12 @@ class LossSpike final : public Detector {
     const double z = baseline.ZScore(loss, ctx.params);
     Finding f;
     f.subject = absl::StrCat("loss ", PhaseIndexName(ctx.phase));
-    int& streak = streak_[ctx.phase];
-    if (ratio < c.factor || z < c.z) {
-      streak = 0;
-      f.outcome = Outcome::kFalse;
+    const bool offending = !(ratio < c.factor || z < c.z);
+    const int streak = streak_.Judge(ctx.phase, offending, c.escalate_steps, c.common.severity, &f);
+    if (streak == 0) {
       out->push_back(std::move(f));
       return;
     }
-    ++streak;
-    f.outcome = Outcome::kTrue;
-    f.extreme = true;
-    f.severity = streak >= c.escalate_steps ? c.common.severity : config::AnomalySeverity::kInfo;
     f.reason =
         absl::StrCat("loss ", FormatNumber(loss), " is ", FormatNumber(ratio), "x its baseline ",
                      FormatNumber(baseline.mean()), " (z ", FormatNumber(z), "), ", streak,
@@ -57,10 +53,10 @@ class LossSpike final : public Detector {
     out->push_back(std::move(f));
   }
 
-  void Rebase() override { streak_[0] = streak_[1] = streak_[2] = 0; }
+  void Rebase() override { streak_.Reset(); }
 
  private:
-  int streak_[3] = {0, 0, 0};
+  SpikeStreak streak_;
 };
 
 }  // namespace
