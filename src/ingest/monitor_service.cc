@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "ingest/grpc_status.h"
 
 namespace entrowatch::ingest {
@@ -337,6 +338,21 @@ absl::Status Authorize(const MonitorService& service, const grpc::CallbackServer
   return Authorizer::CheckRun(*grant, run_id);
 }
 
+// A unary call about one run: authorizes it, then `answer` fills the response;
+// the call ends with the first error or OK.
+template <typename Answer>
+grpc::ServerUnaryReactor* AnswerForRun(const MonitorService& service,
+                                       grpc::CallbackServerContext* context,
+                                       const std::string& run_id, Answer answer) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Authorize(service, *context, run_id);
+  if (status.ok()) {
+    status = answer();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 }  // namespace
 
 bool MonitorService::OverMemoryBudget() {
@@ -439,17 +455,10 @@ grpc::ServerUnaryReactor* MonitorService::Submit(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* MonitorService::GetRun(grpc::CallbackServerContext* context,
                                                  const entrowatch::v1::GetRunRequest* request,
                                                  entrowatch::v1::RunStatus* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
-  auto run = runs_->GetRun(*request);
-  if (run.ok()) {
-    *response = std::move(*run);
-  }
-  reactor->Finish(ToGrpcStatus(run.status()));
-  return reactor;
+  return AnswerForRun(*this, context, request->run_id(), [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(*response, runs_->GetRun(*request));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* MonitorService::ListRuns(grpc::CallbackServerContext* context,
@@ -475,38 +484,24 @@ grpc::ServerUnaryReactor* MonitorService::ListRuns(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* MonitorService::EndRun(grpc::CallbackServerContext* context,
                                                  const entrowatch::v1::EndRunRequest* request,
                                                  entrowatch::v1::EndRunResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
-  auto run = runs_->EndRun(request->run_id());
-  if (run.ok()) {
-    *response->mutable_run() = std::move(*run);
-  }
-  reactor->Finish(ToGrpcStatus(run.status()));
-  return reactor;
+  return AnswerForRun(*this, context, request->run_id(), [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(*response->mutable_run(), runs_->EndRun(request->run_id()));
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* MonitorService::EndIncident(
     grpc::CallbackServerContext* context, const entrowatch::v1::EndIncidentRequest* request,
     entrowatch::v1::EndIncidentResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = Authorize(*this, *context, request->run_id()); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
-  if (request->reason().size() > kMaxIncidentReason) {
-    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-        "reason: ", request->reason().size(), " bytes, at most ", kMaxIncidentReason))));
-    return reactor;
-  }
-  auto run = runs_->EndIncident(request->run_id(), request->reason());
-  if (run.ok()) {
-    *response->mutable_run() = std::move(*run);
-  }
-  reactor->Finish(ToGrpcStatus(run.status()));
-  return reactor;
+  return AnswerForRun(*this, context, request->run_id(), [&]() -> absl::Status {
+    if (request->reason().size() > kMaxIncidentReason) {
+      return absl::InvalidArgumentError(absl::StrCat("reason: ", request->reason().size(),
+                                                     " bytes, at most ", kMaxIncidentReason));
+    }
+    ASSIGN_OR_RETURN(*response->mutable_run(),
+                     runs_->EndIncident(request->run_id(), request->reason()));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace entrowatch::ingest
