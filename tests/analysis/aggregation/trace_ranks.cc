@@ -1,4 +1,4 @@
-#include "aggregation/trace_ranks.h"
+#include "analysis/aggregation/trace_ranks.h"
 
 #include <algorithm>
 #include <filesystem>

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <random>
 
-#include "aggregation/trace_ranks.h"
+#include "analysis/aggregation/trace_ranks.h"
 #include "analysis/step_aggregator.h"
 #include "gtest/gtest.h"
 

@@ -11,7 +11,7 @@
 #include <set>
 #include <string>
 
-#include "aggregation/trace_ranks.h"
+#include "analysis/aggregation/trace_ranks.h"
 #include "analysis/step_aggregator.h"
 #include "entrowatch/v1/entrowatch.grpc.pb.h"
 #include "gtest/gtest.h"
