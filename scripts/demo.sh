@@ -31,7 +31,7 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 [ -s "$work/ready.json" ] || { echo "entrowatchd did not become ready"; cat "$work/daemon.log"; exit 1; }
-field() { sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" "$work/ready.json"; }
+field() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" "$work/ready.json"; }
 addr=$(field grpc_address)
 metrics=$(field metrics_address)
 cat "$work/daemon.log"
