@@ -523,9 +523,9 @@ void VerifyRuns(const std::map<std::string, int64_t>& acked_by_run, double timeo
     }
     if (!status.ok()) {
       if (result->verify_error.empty()) {
-        result->verify_error = absl::StrCat("GetRun ", run_id, ": code ",
-                                            static_cast<int>(status.error_code()), ": ",
-                                            status.error_message());
+        result->verify_error =
+            absl::StrCat("GetRun ", run_id, ": code ", static_cast<int>(status.error_code()), ": ",
+                         status.error_message());
       }
       result->acked_missing += acked;
       continue;

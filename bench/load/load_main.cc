@@ -180,10 +180,11 @@ void Print(const Flags& flags, const LoadResult& r) {
     std::printf("  submit burst status codes: %s\n", CodeObject(r.submit_codes).dump().c_str());
   }
   if (flags.load.verify_runs) {
-    std::printf("  server holds the acknowledged reports of %lld runs; %lld acknowledged reports "
-                "missing%s%s\n",
-                static_cast<long long>(r.runs_verified), static_cast<long long>(r.acked_missing),
-                r.verify_error.empty() ? "" : "; ", r.verify_error.c_str());
+    std::printf(
+        "  server holds the acknowledged reports of %lld runs; %lld acknowledged reports "
+        "missing%s%s\n",
+        static_cast<long long>(r.runs_verified), static_cast<long long>(r.acked_missing),
+        r.verify_error.empty() ? "" : "; ", r.verify_error.c_str());
   }
 }
 

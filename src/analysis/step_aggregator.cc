@@ -145,8 +145,8 @@ double HighEntropyCount(const EntropySummary& s, double threshold) {
   return high;
 }
 
-double HistogramQuantile(absl::Span<const uint64_t> histogram, double log_v, double min,
-                         double max, double q) {
+double HistogramQuantile(absl::Span<const uint64_t> histogram, double log_v, double min, double max,
+                         double q) {
   uint64_t total = 0;
   for (uint64_t c : histogram) {
     total += c;

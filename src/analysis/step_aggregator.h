@@ -59,8 +59,8 @@ double HighEntropyCount(const entrowatch::v1::EntropySummary& s, double threshol
 // (equal-width bins over [0, log_v]) whose values lie in [min, max]: each
 // order statistic is placed uniformly within its bin and clamped to
 // [min, max], so the result is within one bin width of the exact quantile.
-double HistogramQuantile(absl::Span<const uint64_t> histogram, double log_v, double min,
-                         double max, double q);
+double HistogramQuantile(absl::Span<const uint64_t> histogram, double log_v, double min, double max,
+                         double q);
 
 struct HeadAccum {
   double sum = 0;  // sum of per-query entropies (nats)

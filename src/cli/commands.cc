@@ -655,8 +655,8 @@ absl::StatusOr<compute::BenchResult> RunWireAttentionBench(
   const int64_t kv_heads = options.kv_heads == 0 ? options.heads : options.kv_heads;
   v1::AttentionBlock block;
   SetWireTensor(options.dtype, {options.heads, options.seq, options.head_dim},
-                compute::RandomBenchTensor(
-                    options.dtype, options.heads * options.seq * options.head_dim, 1.0f, 2),
+                compute::RandomBenchTensor(options.dtype,
+                                           options.heads * options.seq * options.head_dim, 1.0f, 2),
                 block.mutable_q());
   SetWireTensor(
       options.dtype, {kv_heads, options.seq, options.head_dim},
@@ -713,8 +713,8 @@ int RunBenchAttentionCommand(const ParsedArgs& args, const std::string& addr, st
   if (!status.ok()) {
     return UsageError("bench attention", status, err);
   }
-  return PrintBenchResult("bench attention", RunWireAttentionBench(options), args.Has("json"),
-                          out, err);
+  return PrintBenchResult("bench attention", RunWireAttentionBench(options), args.Has("json"), out,
+                          err);
 }
 
 std::string ScenarioList() {

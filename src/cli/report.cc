@@ -65,16 +65,17 @@ absl::StatusOr<std::string> HttpGet(const common::HttpEndpoint& url, const std::
   }
   const CURLcode result = curl_easy_perform(c);
   if (result == CURLE_OPERATION_TIMEDOUT) {
-    return absl::DeadlineExceededError(absl::StrCat("no answer from ", where, " within ",
-                                                    timeout_seconds, " s"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("no answer from ", where, " within ", timeout_seconds, " s"));
   }
   if (result != CURLE_OK) {
     const bool unreachable =
         result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST;
-    return absl::UnavailableError(absl::StrCat(unreachable ? "cannot connect to " : "no answer from ",
-                                               where, ": ", curl_easy_strerror(result),
-                                               " (is entrowatchd's metrics listener there? "
-                                               "see --console)"));
+    return absl::UnavailableError(
+        absl::StrCat(unreachable ? "cannot connect to " : "no answer from ", where, ": ",
+                     curl_easy_strerror(result),
+                     " (is entrowatchd's metrics listener there? "
+                     "see --console)"));
   }
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

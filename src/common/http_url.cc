@@ -40,8 +40,7 @@ absl::StatusOr<HttpEndpoint> ParseHttpUrl(absl::string_view url, absl::string_vi
   const absl::string_view port_text =
       colon == absl::string_view::npos ? default_port : authority.substr(colon + 1);
   uint32_t port = 0;
-  if (!absl::SimpleAtoi(port_text, &port) ||
-      port == 0 || port > 65535) {
+  if (!absl::SimpleAtoi(port_text, &port) || port == 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
         "expected http://host:port[/prefix] with a port in 1..65535, got \"", url, "\""));
   }

@@ -19,7 +19,8 @@ struct HttpEndpoint {
 // Parses http://host:port[/prefix]. Without default_port the port is
 // required (guessing one hides mistakes); with it, a URL without a port gets
 // that one. An IPv6 host is written in brackets.
-absl::StatusOr<HttpEndpoint> ParseHttpUrl(absl::string_view url, absl::string_view default_port = "");
+absl::StatusOr<HttpEndpoint> ParseHttpUrl(absl::string_view url,
+                                          absl::string_view default_port = "");
 
 // The URL of `path` (starting with '/') under the endpoint.
 std::string HttpUrl(const HttpEndpoint& endpoint, absl::string_view path);

@@ -163,8 +163,8 @@ absl::StatusOr<BenchResult> TimeAttentionEntropy(const AttentionBenchOptions& op
       options.min_seconds, options.min_iterations,
       [&] { return selection.engine->AttentionEntropy(in, &out); }, &result.ms,
       &result.iterations));
-  const size_t bytes = static_cast<size_t>((in.heads * in.nq + in.kv_heads * in.nk) *
-                                           in.head_dim) * common::DTypeSize(in.dtype);
+  const size_t bytes = static_cast<size_t>((in.heads * in.nq + in.kv_heads * in.nk) * in.head_dim) *
+                       common::DTypeSize(in.dtype);
   result.gb_per_s = static_cast<double>(bytes) / (result.ms * 1e6);
   result.items_per_s = static_cast<double>(in.heads * in.nq) / (result.ms * 1e-3);
   return result;

@@ -215,7 +215,9 @@ void ReportProcessor::ExpireIdleRuns() {
 
 void ReportProcessor::OnReceived(int64_t bytes) { stats_->IngestBytes(bytes); }
 
-void ReportProcessor::OnOutcome(const Ack& ack) { stats_->ReportOutcome(exporter::ResultLabel(ack)); }
+void ReportProcessor::OnOutcome(const Ack& ack) {
+  stats_->ReportOutcome(exporter::ResultLabel(ack));
+}
 
 void ReportProcessor::OnStreamShed() { stats_->StreamShed(); }
 

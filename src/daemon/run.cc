@@ -116,8 +116,8 @@ Run::QueuedWrite Run::Fold(const Report& report, analysis::ReportContribution co
     Finish();
   }
   FillAck(ack);
-  return QueueWrite(std::move(batch), accepted ? QueuedWrite::Counted::kAccepted
-                                               : QueuedWrite::Counted::kLate);
+  return QueueWrite(std::move(batch),
+                    accepted ? QueuedWrite::Counted::kAccepted : QueuedWrite::Counted::kLate);
 }
 
 bool Run::AddToStep(analysis::ReportContribution contribution, absl::Time received) {

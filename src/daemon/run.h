@@ -89,9 +89,8 @@ class Run {
   // the step was already finalized), remembers its seq, finalizes the steps
   // it completes, finishes the run on a final report, and fills `ack` with
   // the latest step and the verdict. received: when the daemon got it.
-  QueuedWrite Fold(const entrowatch::v1::Report& report,
-                   analysis::ReportContribution contribution, absl::Time received,
-                   entrowatch::v1::Ack* ack);
+  QueuedWrite Fold(const entrowatch::v1::Report& report, analysis::ReportContribution contribution,
+                   absl::Time received, entrowatch::v1::Ack* ack);
 
   // Counts an admitted report whose entropies could not be computed; `ack`
   // gets the run's latest step and verdict besides the error.
@@ -159,8 +158,7 @@ class Run {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillAck(entrowatch::v1::Ack* ack) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   entrowatch::v1::RunStatus DescribeLocked(int history) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Refuse(const absl::Status& why, entrowatch::v1::Ack* ack)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Refuse(const absl::Status& why, entrowatch::v1::Ack* ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Created with the run's resolved thresholds on first use.
   analysis::RunAnalyzer& Analyzer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -27,8 +27,9 @@ class RunTable {
   // The run with this id; when unknown, the one `make` builds (called under
   // the table's lock, so at most once per id), with *created set.
   // ResourceExhausted naming runs.max_runs when that many are tracked.
-  absl::StatusOr<std::shared_ptr<Run>> FindOrAdd(
-      const std::string& run_id, absl::FunctionRef<std::unique_ptr<Run>()> make, bool* created);
+  absl::StatusOr<std::shared_ptr<Run>> FindOrAdd(const std::string& run_id,
+                                                 absl::FunctionRef<std::unique_ptr<Run>()> make,
+                                                 bool* created);
   // nullptr when unknown.
   std::shared_ptr<Run> Find(const std::string& run_id) const;
   // Every run, ordered by id.

@@ -48,10 +48,10 @@ absl::Status AddLogitsBlock(int b, const entrowatch::v1::LogitsBlock& block,
     const compute::RowEntropy& row = rows[r];
     if (row.status != compute::RowStatus::kOk) {
       if (!options.skip_nonfinite_rows) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "logits[", b, "].logits row ", r, " ",
-            row.status == compute::RowStatus::kNonFinite ? "contains NaN or +Inf"
-                                                         : "has no finite value (all -inf)"));
+        return absl::InvalidArgumentError(absl::StrCat("logits[", b, "].logits row ", r, " ",
+                                                       row.status == compute::RowStatus::kNonFinite
+                                                           ? "contains NaN or +Inf"
+                                                           : "has no finite value (all -inf)"));
       }
       ++cost.skipped_rows;
       continue;

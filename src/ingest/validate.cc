@@ -241,9 +241,9 @@ absl::Status CheckEntropySummary(const entrowatch::v1::EntropySummary& e,
   const double tolerance = 1e-5 * std::max(1.0, max_h);
   constexpr int kBins = analysis::kEntropyHistogramBins;
   if (e.histogram_size() != kBins && !(e.histogram_size() == 0 && e.count() == 0)) {
-    return Invalid(field + ".histogram", absl::StrCat("has ", e.histogram_size(),
-                                                      " bins, expected ", kBins,
-                                                      " (or none when count is 0)"));
+    return Invalid(field + ".histogram",
+                   absl::StrCat("has ", e.histogram_size(), " bins, expected ", kBins,
+                                " (or none when count is 0)"));
   }
   uint64_t binned = 0;
   int lowest = -1;
@@ -295,9 +295,10 @@ absl::Status CheckEntropySummary(const entrowatch::v1::EntropySummary& e,
   const double squares_lo = e.sum() * e.sum() / count;
   const double squares_hi = count * static_cast<double>(hi) * hi;
   if (!std::isfinite(e.sum_squares()) || !WithinSlack(e.sum_squares(), squares_lo, squares_hi)) {
-    return Invalid(field + ".sum_squares",
-                   absl::StrCat(e.sum_squares(), " is not within [sum^2 / count, count x max^2] = [",
-                                squares_lo, ", ", squares_hi, "]"));
+    return Invalid(
+        field + ".sum_squares",
+        absl::StrCat(e.sum_squares(), " is not within [sum^2 / count, count x max^2] = [",
+                     squares_lo, ", ", squares_hi, "]"));
   }
   const float threshold = e.high_entropy_threshold();
   if (!std::isfinite(threshold) || threshold < 0 || threshold > 1) {
@@ -320,9 +321,9 @@ absl::Status CheckEntropySummary(const entrowatch::v1::EntropySummary& e,
                    absl::StrCat(e.generated_sum(), " is not within generated_count x [min, max]"));
   }
   if (e.top1_count() > e.count() || e.surprisal_count() > e.count()) {
-    return Invalid(field + ".top1_count", absl::StrCat("top1_count ", e.top1_count(),
-                                                       " and surprisal_count ", e.surprisal_count(),
-                                                       " must be at most count ", e.count()));
+    return Invalid(field + ".top1_count",
+                   absl::StrCat("top1_count ", e.top1_count(), " and surprisal_count ",
+                                e.surprisal_count(), " must be at most count ", e.count()));
   }
   if (!std::isfinite(e.top1_prob_sum()) ||
       !WithinSlack(e.top1_prob_sum(), 0, static_cast<double>(e.top1_count()))) {
@@ -344,9 +345,9 @@ absl::Status CheckAttentionSummary(const entrowatch::v1::AttentionSummary& a,
                                 kMaxSummaryHeads));
   }
   if (a.head_count_size() != a.head_entropy_sum_size()) {
-    return Invalid(field + ".head_count", absl::StrCat("has ", a.head_count_size(),
-                                                       " entries, expected one per head (",
-                                                       a.head_entropy_sum_size(), ")"));
+    return Invalid(field + ".head_count",
+                   absl::StrCat("has ", a.head_count_size(), " entries, expected one per head (",
+                                a.head_entropy_sum_size(), ")"));
   }
   for (int h = 0; h < a.head_entropy_sum_size(); ++h) {
     const double sum = a.head_entropy_sum(h);
@@ -402,9 +403,9 @@ absl::Status CheckRankSummaries(const Report& r, uint64_t tokens) {
     return Invalid("summary.ranks", absl::StrCat("rank ", *dup, " is listed twice"));
   }
   if (listed_tokens != tokens) {
-    return Invalid("summary.ranks", absl::StrCat("token counts sum to ", listed_tokens,
-                                                 ", but the report carries ", tokens,
-                                                 " tokens (summaries and raw values)"));
+    return Invalid("summary.ranks",
+                   absl::StrCat("token counts sum to ", listed_tokens, ", but the report carries ",
+                                tokens, " tokens (summaries and raw values)"));
   }
   return absl::OkStatus();
 }
@@ -412,12 +413,12 @@ absl::Status CheckRankSummaries(const Report& r, uint64_t tokens) {
 absl::Status CheckSummary(const Report& r, int64_t raw_rows) {
   const auto& summary = r.summary();
   if (summary.entropy_size() > kMaxEntropySummaries) {
-    return Invalid("summary.entropy", absl::StrCat(summary.entropy_size(),
-                                                   " summaries, at most ", kMaxEntropySummaries));
+    return Invalid("summary.entropy", absl::StrCat(summary.entropy_size(), " summaries, at most ",
+                                                   kMaxEntropySummaries));
   }
   if (summary.attention_size() > kMaxAttentionSummaries) {
-    return Invalid("summary.attention", absl::StrCat(summary.attention_size(),
-                                                     " layers, at most ", kMaxAttentionSummaries));
+    return Invalid("summary.attention", absl::StrCat(summary.attention_size(), " layers, at most ",
+                                                     kMaxAttentionSummaries));
   }
   uint64_t tokens = static_cast<uint64_t>(raw_rows);
   for (int i = 0; i < summary.entropy_size(); ++i) {
@@ -427,8 +428,8 @@ absl::Status CheckSummary(const Report& r, int64_t raw_rows) {
     for (int j = 0; j < i; ++j) {
       if (summary.entropy(j).vocab_size() == e.vocab_size()) {
         return Invalid(field + ".vocab_size",
-                       absl::StrCat(e.vocab_size(), " is already summarized in summary.entropy[",
-                                    j, "] (one summary per vocabulary)"));
+                       absl::StrCat(e.vocab_size(), " is already summarized in summary.entropy[", j,
+                                    "] (one summary per vocabulary)"));
       }
     }
     tokens += e.count();

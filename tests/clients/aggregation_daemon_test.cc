@@ -32,8 +32,8 @@ using ::entrowatch::testing::RankData;
 constexpr int kSteps = 6;
 
 absl::StatusOr<v1::RunStatus> GetRun(const std::string& address, const std::string& run) {
-  auto stub = v1::Monitor::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Monitor::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   v1::GetRunRequest req;

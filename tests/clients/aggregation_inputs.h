@@ -25,7 +25,7 @@ inline constexpr float kAggregationThreshold = 0.8f;  // the daemon's default
 // One rank's raw figures for one step.
 struct RankData {
   std::vector<float> entropies;
-  std::vector<uint8_t> generated;  // empty, or one flag per entropy
+  std::vector<uint8_t> generated;                // empty, or one flag per entropy
   std::map<uint32_t, std::vector<float>> heads;  // layer -> per-head entropy
   std::map<uint32_t, float> max_logits;
   std::optional<double> grad_norm;

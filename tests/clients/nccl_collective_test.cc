@@ -171,8 +171,8 @@ TEST_F(NcclCollectiveTest, StepAggregatorGivesTheSameReportAsOverTheCpuCollectiv
     absl::StatusOr<v1::Report> b = (*on_cpu)->Aggregate(in);
     ASSERT_TRUE(a.ok()) << a.status();
     ASSERT_TRUE(b.ok()) << b.status();
-    EXPECT_EQ(a->summary().entropy(0).count(), 500u * world_size_ + 100u * world_size_ *
-                                                                       (world_size_ - 1) / 2);
+    EXPECT_EQ(a->summary().entropy(0).count(),
+              500u * world_size_ + 100u * world_size_ * (world_size_ - 1) / 2);
     nccl_reports[r] = a->SerializeAsString();
     cpu_reports[r] = b->SerializeAsString();
   });

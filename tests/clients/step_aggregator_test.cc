@@ -48,7 +48,8 @@ double OrderStatistic(const v1::EntropySummary& e, uint64_t k) {
   for (int b = 0; b < e.histogram_size(); ++b) {
     const uint64_t n = e.histogram(b);
     if (k < below + n) {
-      const double x = (b + (static_cast<double>(k - below) + 0.5) / static_cast<double>(n)) * width;
+      const double x =
+          (b + (static_cast<double>(k - below) + 0.5) / static_cast<double>(n)) * width;
       return std::clamp<double>(x, e.min(), e.max());
     }
     below += n;
@@ -187,7 +188,8 @@ class StepAggregatorTest : public ::testing::Test {
 
   std::unique_ptr<StepAggregator> MakeAggregator(int rank,
                                                  StepAggregatorOptions options = Options()) {
-    return StepAggregator::Create(group_->member(rank), options, rank == 0 ? client_.get() : nullptr)
+    return StepAggregator::Create(group_->member(rank), options,
+                                  rank == 0 ? client_.get() : nullptr)
         .value();
   }
 

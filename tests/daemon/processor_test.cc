@@ -40,9 +40,8 @@ class ProcessorTest : public ::testing::Test {
 
   ReportProcessor& processor() {
     if (processor_ == nullptr) {
-      processor_ = std::make_unique<ReportProcessor>(config_, engine_.get(),
-                                                     std::vector<exporter::Sink*>{&sink_},
-                                                     &stats_, &clock_);
+      processor_ = std::make_unique<ReportProcessor>(
+          config_, engine_.get(), std::vector<exporter::Sink*>{&sink_}, &stats_, &clock_);
     }
     return *processor_;
   }
@@ -127,8 +126,8 @@ TEST_F(ProcessorTest, EndRunFinalizesPendingStepsAndRefusesLaterReports) {
   ASSERT_TRUE(ended.ok()) << ended.status();
   EXPECT_TRUE(ended->finished());
   EXPECT_EQ(ended->last_step(), 1u);
-  EXPECT_THAT(sink_.Events("r"), ElementsAre("open", "report 2", "step 1", "verdict WARMUP 0",
-                                             "finished"));
+  EXPECT_THAT(sink_.Events("r"),
+              ElementsAre("open", "report 2", "step 1", "verdict WARMUP 0", "finished"));
 
   const v1::Ack after = Send("r", 2, 2, 0, 2);
   EXPECT_EQ(after.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));

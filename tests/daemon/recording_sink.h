@@ -66,9 +66,9 @@ class RecordingSink final : public exporter::Sink {
     void OnVerdict(const entrowatch::v1::Verdict& verdict,
                    const std::vector<entrowatch::v1::Anomaly>&,
                    const std::vector<entrowatch::v1::Anomaly>& newly_fired) override {
-      owner_->Record(run_, absl::StrCat("verdict ",
-                                        entrowatch::v1::HealthState_Name(verdict.state()), " ",
-                                        newly_fired.size()));
+      owner_->Record(
+          run_, absl::StrCat("verdict ", entrowatch::v1::HealthState_Name(verdict.state()), " ",
+                             newly_fired.size()));
     }
     void OnRunEnded(exporter::RunEnd why) override {
       owner_->Record(run_, why == exporter::RunEnd::kFinished ? "finished" : "expired");

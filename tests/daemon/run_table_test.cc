@@ -20,8 +20,8 @@ class RunTableTest : public ::testing::Test {
         [&] {
           ++made_;
           return std::make_unique<daemon::Run>(id, RunSettings(),
-                                       std::vector<std::unique_ptr<exporter::RunSink>>(), &clock_,
-                                       nullptr);
+                                               std::vector<std::unique_ptr<exporter::RunSink>>(),
+                                               &clock_, nullptr);
         },
         created);
   }

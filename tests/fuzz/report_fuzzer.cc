@@ -169,8 +169,7 @@ void ComputeReport(const Report& report) {
       }
       continue;
     }
-    if (c->normalized.size() != c->entropies.size() ||
-        c->generated.size() != c->entropies.size()) {
+    if (c->normalized.size() != c->entropies.size() || c->generated.size() != c->entropies.size()) {
       Fail(e, "contribution with mismatched per-token vectors");
     }
   }

@@ -73,8 +73,8 @@ class Harness {
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     EXPECT_NE(port, 0);
-    stub_ = v1::Monitor::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                                     grpc::InsecureChannelCredentials()));
+    stub_ = v1::Monitor::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
     worker_ = std::thread([this] { Work(); });
   }
 

@@ -179,9 +179,11 @@ inline std::vector<ValidationCase> SummaryValidationCases() {
       {"AttentionSummaryCountsMismatch",
        [=](v1::Report* r) { attention(r)->mutable_head_count()->RemoveLast(); },
        "summary.attention[0].head_count: has 1 entries, expected one per head (2)"},
-      {"AttentionSummaryNegative", [=](v1::Report* r) { attention(r)->set_head_entropy_sum(1, -1); },
+      {"AttentionSummaryNegative",
+       [=](v1::Report* r) { attention(r)->set_head_entropy_sum(1, -1); },
        "summary.attention[0].head_entropy_sum[1]: sum -1 over 2 entropies must be finite"},
-      {"AttentionSummarySumWithoutCount", [=](v1::Report* r) { attention(r)->set_head_count(0, 0); },
+      {"AttentionSummarySumWithoutCount",
+       [=](v1::Report* r) { attention(r)->set_head_count(0, 0); },
        "summary.attention[0].head_entropy_sum[0]"},
       {"AttentionSummaryNoHeads",
        [=](v1::Report* r) {

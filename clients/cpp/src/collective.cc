@@ -83,8 +83,7 @@ bool CpuCollectiveGroup::Arrive(absl::Time deadline) {
 }
 
 template <typename T>
-absl::Status CpuCollectiveGroup::Run(int rank, Op op, absl::Span<const T> send,
-                                     absl::Span<T> out) {
+absl::Status CpuCollectiveGroup::Run(int rank, Op op, absl::Span<const T> send, absl::Span<T> out) {
   const size_t n = members_.size();
   const size_t expected_out = op == Op::kGather ? send.size() * n : send.size();
   const absl::Time deadline = absl::Now() + options_.timeout;
@@ -95,8 +94,8 @@ absl::Status CpuCollectiveGroup::Run(int rank, Op op, absl::Span<const T> send,
   };
   {
     absl::MutexLock lock(&mu_);
-    slots_[rank] = Slot{op, std::is_same_v<T, double>, send.data(), send.size(),
-                        out.size() == expected_out};
+    slots_[rank] =
+        Slot{op, std::is_same_v<T, double>, send.data(), send.size(), out.size() == expected_out};
     if (!Arrive(deadline)) {
       return timed_out();
     }
@@ -111,9 +110,9 @@ absl::Status CpuCollectiveGroup::Run(int rank, Op op, absl::Span<const T> send,
           "CpuCollectiveGroup: ranks disagree on the call: rank ", rank, " has ", send.size(),
           " values, rank ", r, " has ", s.size, " (or another operation or type)"));
     } else if (!s.out_size_ok) {
-      status = absl::InvalidArgumentError(absl::StrCat(
-          "CpuCollectiveGroup: rank ", r, " passed an output of the wrong size (want ",
-          op == Op::kGather ? s.size * n : s.size, ")"));
+      status = absl::InvalidArgumentError(
+          absl::StrCat("CpuCollectiveGroup: rank ", r, " passed an output of the wrong size (want ",
+                       op == Op::kGather ? s.size * n : s.size, ")"));
     }
   }
   std::vector<T> result;

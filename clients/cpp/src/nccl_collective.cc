@@ -23,7 +23,7 @@ absl::Status NcclError(ncclResult_t result, const char* what) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NcclCollective>> NcclCollective::Create(ncclComm_t comm,
-                                                                        cudaStream_t stream) {
+                                                                       cudaStream_t stream) {
   if (comm == nullptr) {
     return absl::InvalidArgumentError("NcclCollective: comm is null");
   }
@@ -94,9 +94,9 @@ absl::Status NcclCollective::AllReduce(void* host, size_t count, size_t element_
 absl::Status NcclCollective::Gather(const void* send, size_t count, void* out, size_t out_count,
                                     size_t element_bytes, ncclDataType_t type) {
   if (out_count != count * static_cast<size_t>(world_size_)) {
-    return absl::InvalidArgumentError(absl::StrCat("NcclCollective::AllGather: out has ",
-                                                   out_count, " values, want ", count, " x ",
-                                                   world_size_, " ranks"));
+    return absl::InvalidArgumentError(absl::StrCat("NcclCollective::AllGather: out has ", out_count,
+                                                   " values, want ", count, " x ", world_size_,
+                                                   " ranks"));
   }
   if (count == 0) {
     return absl::OkStatus();

@@ -65,9 +65,9 @@ absl::StatusOr<std::unique_ptr<StepAggregator>> StepAggregator::Create(
         absl::StrCat("StepAggregator: vocab_size must be >= 2, got ", options.vocab_size));
   }
   if (!(options.high_entropy_threshold >= 0 && options.high_entropy_threshold <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "StepAggregator: high_entropy_threshold must be in [0, 1], got ",
-        options.high_entropy_threshold));
+    return absl::InvalidArgumentError(
+        absl::StrCat("StepAggregator: high_entropy_threshold must be in [0, 1], got ",
+                     options.high_entropy_threshold));
   }
   if ((options.attention_layers == 0) != (options.attention_heads == 0)) {
     return absl::InvalidArgumentError(
@@ -230,8 +230,8 @@ absl::StatusOr<v1::Report> StepAggregator::Aggregate(const RankStepInput& input)
   for (int r = 0; r < world_size; ++r) {
     const double* other = gathered.data() + kGatherWidth * static_cast<size_t>(r);
     if (other[kValid] == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "rank ", r, "'s input for step ", other[kStep], " was invalid; the step is not reported"));
+      return absl::InvalidArgumentError(absl::StrCat("rank ", r, "'s input for step ", other[kStep],
+                                                     " was invalid; the step is not reported"));
     }
     if (other[kStep] != own[kStep]) {
       return absl::InvalidArgumentError(absl::StrCat("ranks disagree on the step: rank ",

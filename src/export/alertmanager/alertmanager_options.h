@@ -46,8 +46,6 @@ struct AlertmanagerOptions {
   std::map<std::string, std::string> labels;
 };
 
-
-
 // Checks value ranges and that url parses as http://host:port[/prefix] when
 // enabled. An InvalidArgument error names the offending key.
 absl::Status ValidateAlertmanagerOptions(const AlertmanagerOptions& options);

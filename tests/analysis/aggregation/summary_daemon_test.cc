@@ -26,9 +26,7 @@ constexpr double kThreshold = 0.8;  // the daemon's default aggregation.high_ent
 struct StepVerdict {
   std::string state;
   std::set<std::string> patterns;
-  bool operator==(const StepVerdict& o) const {
-    return state == o.state && patterns == o.patterns;
-  }
+  bool operator==(const StepVerdict& o) const { return state == o.state && patterns == o.patterns; }
 };
 
 struct RunResult {
@@ -142,9 +140,9 @@ TEST_P(SummaryDaemonTest, AggregatedRunMatchesPerRankRun) {
     EXPECT_NEAR(y.high_entropy_ratio(), x.high_entropy_ratio(), 1e-12) << at;
     EXPECT_EQ(y.generated_token_count(), x.generated_token_count()) << at;
     EXPECT_NEAR(y.generated_entropy_mean(), x.generated_entropy_mean(), 1e-9) << at;
-    for (auto [p, q] : {std::pair{y.entropy_p10(), x.entropy_p10()},
-                        std::pair{y.entropy_p50(), x.entropy_p50()},
-                        std::pair{y.entropy_p90(), x.entropy_p90()}}) {
+    for (auto [p, q] :
+         {std::pair{y.entropy_p10(), x.entropy_p10()}, std::pair{y.entropy_p50(), x.entropy_p50()},
+          std::pair{y.entropy_p90(), x.entropy_p90()}}) {
       EXPECT_LE(std::abs(p - q), bin * (1 + 1e-6)) << at;
       worst = std::max(worst, std::abs(p - q));
     }
@@ -166,8 +164,7 @@ TEST_P(SummaryDaemonTest, AggregatedRunMatchesPerRankRun) {
       EXPECT_NEAR(y.layers(l).head_variance(), x.layers(l).head_variance(), 1e-9) << at;
     }
   }
-  std::printf("%s: largest quantile difference %.6f nats (bound %.6f)\n", name.c_str(), worst,
-              bin);
+  std::printf("%s: largest quantile difference %.6f nats (bound %.6f)\n", name.c_str(), worst, bin);
 }
 
 INSTANTIATE_TEST_SUITE_P(Traces, SummaryDaemonTest,

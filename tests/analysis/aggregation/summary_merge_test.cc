@@ -29,7 +29,9 @@ double ReferenceQuantile(std::vector<double> v, double q) {
 }
 
 // The stated bound: one bin width, plus float rounding at a bin edge.
-double BinWidth(uint32_t vocab) { return std::log(static_cast<double>(vocab)) / kEntropyHistogramBins; }
+double BinWidth(uint32_t vocab) {
+  return std::log(static_cast<double>(vocab)) / kEntropyHistogramBins;
+}
 
 struct Values {
   std::vector<float> h;
@@ -109,9 +111,9 @@ void ExpectMatches(const v1::StepSummary& s, const Values& v, uint32_t vocab,
   EXPECT_NEAR(s.generated_entropy_mean(), ref.generated, 1e-9 * std::max(1.0, ref.generated))
       << what;
   const double bound = BinWidth(vocab) * (1 + 1e-6);
-  for (auto [got, want, name] : {std::tuple{s.entropy_p10(), ref.p10, "p10"},
-                                 std::tuple{s.entropy_p50(), ref.p50, "p50"},
-                                 std::tuple{s.entropy_p90(), ref.p90, "p90"}}) {
+  for (auto [got, want, name] :
+       {std::tuple{s.entropy_p10(), ref.p10, "p10"}, std::tuple{s.entropy_p50(), ref.p50, "p50"},
+        std::tuple{s.entropy_p90(), ref.p90, "p90"}}) {
     const double error = std::abs(got - want);
     EXPECT_LE(error, bound) << what << " " << name << " " << got << " vs exact " << want;
     worst_error_nats = std::max(worst_error_nats, error);
@@ -326,8 +328,8 @@ TEST(SummaryMergeTest, HighEntropyCountAtAnotherThresholdIsEstimatedFromBins) {
     for (float h : v.h) {
       exact += static_cast<float>(std::min(1.0, h / log_v)) >= threshold ? 1 : 0;
     }
-    const int straddling = std::min(kEntropyHistogramBins - 1,
-                                    static_cast<int>(threshold * kEntropyHistogramBins));
+    const int straddling =
+        std::min(kEntropyHistogramBins - 1, static_cast<int>(threshold * kEntropyHistogramBins));
     EXPECT_LE(std::abs(HighEntropyCount(s, threshold) - static_cast<double>(exact)),
               static_cast<double>(s.histogram(straddling)))
         << threshold;

@@ -66,8 +66,8 @@ std::vector<v1::Report> SplitIntoRanks(const std::vector<v1::Report>& step, uint
       *r.mutable_scalars() = first.scalars();
     }
   }
-  out.back().set_final(std::any_of(step.begin(), step.end(),
-                                   [](const v1::Report& r) { return r.final(); }));
+  out.back().set_final(
+      std::any_of(step.begin(), step.end(), [](const v1::Report& r) { return r.final(); }));
   uint64_t dealt = 0;
   for (const v1::Report& source : step) {
     for (const auto& block : source.token_entropies()) {
@@ -109,8 +109,8 @@ v1::Report AggregateRanks(const std::vector<v1::Report>& per_rank, double high_e
       for (int v = 0; v < block.token_kinds_size(); ++v) {
         generated.push_back(block.token_kinds(v) == v1::GENERATED);
       }
-      const v1::EntropySummary s = analysis::SummarizeEntropies(
-          block.values(), block.vocab_size(), high_entropy_threshold, generated);
+      const v1::EntropySummary s = analysis::SummarizeEntropies(block.values(), block.vocab_size(),
+                                                                high_entropy_threshold, generated);
       analysis::MergeEntropySummary(s, &by_vocab[block.vocab_size()]);
       tokens += s.count();
       entropy_sum += s.sum();
